@@ -1,0 +1,1 @@
+"""The Redis feature store and the event contract it consumes."""

@@ -1,0 +1,1 @@
+"""Online models (River), the session-intent LSTM and the offer decision."""

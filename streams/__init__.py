@@ -1,0 +1,1 @@
+"""The Faust application: topics, agents, the worker and the command line."""

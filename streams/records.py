@@ -1,0 +1,59 @@
+"""Output records: what marketing engines and ops tools read from our topics.
+
+Serialized as plain JSON objects (Faust uses orjson when it is installed), keyed by
+``customer_id``, without Faust metadata, so any Kafka client can read them. Ids are stable
+functions of the trigger event, so a replay after a crash re-emits the same ids.
+"""
+
+from __future__ import annotations
+
+import faust
+
+__all__ = ["Alert", "DeadLetter", "Offer"]
+
+OUTPUT_SCHEMA_VERSION = 1
+
+
+class Offer(faust.Record, serializer="json", include_metadata=False):
+    offer_event_id: str
+    customer_id: str
+    offer_id: str
+    score: float
+    propensity: float
+    segment: int
+    reasons: list[str]
+    trigger_event_id: str
+    model_version: str
+    ts: float
+    event_ts: float
+    intent: dict[str, float] | None = None
+    recommended_items: list[str] | None = None
+    schema_version: int = OUTPUT_SCHEMA_VERSION
+
+
+class Alert(faust.Record, serializer="json", include_metadata=False):
+    alert_id: str
+    customer_id: str
+    type: str
+    severity: str
+    score: float
+    trigger_event_id: str
+    ts: float
+    event_ts: float
+    model_version: str
+    details: dict[str, object] | None = None
+    schema_version: int = OUTPUT_SCHEMA_VERSION
+
+
+class DeadLetter(faust.Record, serializer="json", include_metadata=False):
+    """A record that broke the contract: its original bytes (base64) and why."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    payload_b64: str
+    payload_preview: str
+    key: str | None
+    ts: float
+    schema_version: int = OUTPUT_SCHEMA_VERSION

@@ -1,0 +1,109 @@
+"""The one settings object, read from the environment (``STREAMSCORE_...``).
+
+Nested sections use ``__``: ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=host:9092``,
+``STREAMSCORE_REDIS__URL=redis://host:6379/0``. Tests construct ``Settings`` directly.
+
+>>> s = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9999"))
+>>> s.kafka.broker_url
+'kafka://127.0.0.1:9999'
+>>> s.topics.clicks, s.topics.dead_letters
+('clicks', 'dead-letters')
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.settings import FeatureSettings, RedisSettings
+from models.settings import DecisionSettings, IntentSettings, ModelSettings
+
+__all__ = ["KafkaSettings", "Settings", "TopicSettings", "WorkerSettings"]
+
+
+class KafkaSettings(BaseModel):
+    """Broker connection and the consumer/producer knobs that matter for latency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Faust's aiokafka driver hard-codes 1500 ms; a broker that holds an empty fetch that long
+    # (Tansu does) turns it into ~1.4 s of latency. We make it a setting, small by default.
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # Tansu holds a group join for about half the session timeout: 6 s (Apache Kafka's
+    # minimum with default broker settings) gives a Ready worker in ~4 s instead of ~30 s.
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.5, gt=0)
+    rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    producer_linger_ms: float = Field(default=1.0, ge=0)
+    producer_acks: Literal[-1, 0, 1] = -1
+    max_poll_records: int = Field(default=1000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{h.strip()}" for h in self.bootstrap_servers.split(","))
+
+
+class TopicSettings(BaseModel):
+    """Topic names (each overridable) and how many partitions to create."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clicks: str = "clicks"
+    purchases: str = "purchases"
+    feedback: str = "feedback"
+    offers: str = "offers"
+    alerts: str = "alerts"
+    dead_letters: str = "dead-letters"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.clicks, self.purchases, self.feedback)
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker process."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str = "streamscore"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_enabled: bool = True
+    # Events are handled in batches: up to batch_max, or what arrived within batch_wait_ms.
+    batch_max: int = Field(default=500, ge=1)
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    max_payload_bytes: int = Field(default=16_384, ge=256)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    data_dir: str = "var/faust"
+
+
+class Settings(BaseSettings):
+    """Everything streamscore reads from the environment, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCORE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
+    redis: RedisSettings = RedisSettings()
+    features: FeatureSettings = FeatureSettings()
+    models: ModelSettings = ModelSettings()
+    intent: IntentSettings = IntentSettings()
+    decision: DecisionSettings = DecisionSettings()

@@ -1,0 +1,56 @@
+"""Run one streamscore worker process: the Faust app with the scoring agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from streams.agents import Pipeline, register
+from streams.app import StreamscoreApp, create_app
+from streams.embedded import create_topics
+from streams.logs import setup_logging
+from streams.settings import Settings
+
+__all__ = ["build_app", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings) -> tuple[StreamscoreApp, Pipeline]:
+    """The app with its agent, ready for ``faust.Worker`` (tests use this too)."""
+    app = create_app(settings)
+    pipeline = Pipeline(settings)
+    register(app, pipeline)
+    return app, pipeline
+
+
+def run_worker(settings: Settings) -> None:
+    """Create missing topics, then run the worker until SIGTERM/SIGINT."""
+    setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    t = settings.topics
+    asyncio.run(
+        create_topics(
+            settings.kafka.bootstrap_servers,
+            [*t.inputs, t.offers, t.alerts, t.dead_letters],
+            partitions=t.partitions,
+            replication_factor=t.replication_factor,
+        )
+    )
+    app, _ = build_app(settings)
+    logger.info(
+        "starting worker %s on %s (fetch wait %s ms, session timeout %ss)",
+        settings.worker.app_id,
+        settings.kafka.bootstrap_servers,
+        settings.kafka.fetch_max_wait_ms,
+        settings.kafka.session_timeout_s,
+    )
+    worker = faust.Worker(
+        app,
+        loglevel=settings.worker.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()
