@@ -158,7 +158,7 @@ def parse_event(
         raise InvalidEvent(f"expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise InvalidEvent(f"unsupported schema_version {version!r}")
+        raise InvalidEvent(f"unsupported schema_version {_brief(version)}")
     v = _Validator(doc, limits)
     event_id = v.ident("event_id")
     customer_id = v.ident("customer_id")
@@ -166,7 +166,7 @@ def parse_event(
     if event_kind == "click":
         action = v.string("action")
         if action not in ACTIONS:
-            raise InvalidEvent(f"unknown action {action!r}")
+            raise InvalidEvent(f"unknown action {_brief(action)}")
         return Click(
             event_id=event_id,
             customer_id=customer_id,
@@ -191,12 +191,12 @@ def parse_event(
         )
     channel = v.string("channel")
     if channel not in CHANNELS:
-        raise InvalidEvent(f"unknown channel {channel!r}")
+        raise InvalidEvent(f"unknown channel {_brief(channel)}")
     rating = doc.get("rating")
     if rating is not None and (
         not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
     ):
-        raise InvalidEvent(f"rating must be an integer 1-5, got {rating!r}")
+        raise InvalidEvent(f"rating must be an integer 1-5, got {_brief(rating)}")
     text = doc.get("text")
     if text is not None:
         if not isinstance(text, str):
@@ -307,6 +307,15 @@ class _Validator:
                 )
             )
         return tuple(out)
+
+
+def _brief(value: Any) -> str:
+    """A short rendering of an input value for a reason: never a deep ``repr`` (a record of
+    ~1000 nested brackets would raise RecursionError there) nor a 16 KiB one."""
+    if value is None or isinstance(value, str | int | float):
+        text = repr(value)
+        return text if len(text) <= 40 else f"{text[:37]}..."
+    return type(value).__name__
 
 
 def _amount(name: str, value: Any, limits: Limits) -> float:

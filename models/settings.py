@@ -40,6 +40,21 @@ class IntentSettings(BaseModel):
     replay_events: int = Field(default=64, ge=1)
     checkpoint_path: Path | None = None
     finetune_every_sessions: int = Field(default=2_000, ge=1)
+    # Capture fixed-size steps as CUDA graphs (only on CUDA; falls back to eager on failure).
+    cuda_graphs: bool = True
+    # Architecture and encoding of a fresh (untrained) model; a checkpoint carries its own.
+    hidden_size: int = Field(default=64, ge=1)
+    category_buckets: int = Field(default=1024, ge=2)
+    item_buckets: int = Field(default=4096, ge=2)
+    customer_features: tuple[str, ...] = ("prior_orders", "prior_spend", "prior_sessions")
+    # Online fine-tuning: completed sessions kept, and the share of the newest ones that
+    # a candidate and the serving model are compared on before a hot swap.
+    finetune_buffer_sessions: int = Field(default=20_000, ge=10)
+    finetune_holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    finetune_epochs: int = Field(default=1, ge=1)
+    finetune_learning_rate: float = Field(default=1e-3, gt=0)
+    # Redis session log: entries kept per session (= replay_events) and their TTL.
+    session_log_ttl_minutes: float = Field(default=60.0, gt=0)
 
 
 class DecisionSettings(BaseModel):
@@ -72,8 +87,8 @@ class DecisionSettings(BaseModel):
     intent_purchase_high: float = Field(default=0.6, ge=0, le=1)
     intent_purchase_boost: float = Field(default=0.5, ge=0)  # factor 1 + boost * p(purchase)
     # Offers with an ``intent`` (e.g. cart savers on "abandon") need at least this probability.
-    offer_intent_min_prob: float = Field(default=0.4, ge=0, le=1)
-    offer_intent_boost: float = Field(default=1.0, ge=0)  # factor 1 + boost * p(intent)
+    offer_intent_min_prob: float = Field(default=0.5, ge=0, le=1)
+    offer_intent_boost: float = Field(default=2.0, ge=0)  # factor 1 + boost * p(intent)
     # -- alerts (models/alerts.py)
     negative_medium_sentiment_max: float = Field(default=-0.5)
     negative_high_sentiment_max: float = Field(default=-0.7)

