@@ -26,7 +26,7 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
-from features.store import FeatureResult, FeatureStore
+from features.store import FeatureResult, FeatureStore, FeatureStoreError
 from models.alerts import AlertRules, CartWatch
 from models.bundle import ModelBundle
 from models.catalog import load_catalog
@@ -328,7 +328,8 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
         try:
             await pipeline.start()
             async for batch in stream.take_events(batch_max, within=within):
-                out = await pipeline.handle([_record(e) for e in batch])
+                records = [_record(e) for e in batch]
+                out = await _until_applied(pipeline, records)
                 await publish(out)
                 pipeline.count(len(batch), out)
         except Exception as exc:
@@ -351,6 +352,29 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
         alerts_due = pipeline.tick()
         if alerts_due:
             await publish(BatchOutputs(alerts=alerts_due))
+
+
+async def _until_applied(
+    pipeline: Pipeline,
+    records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]],
+) -> BatchOutputs:
+    """Handle a batch, waiting out Redis outages instead of dropping or skipping the batch.
+
+    While Redis is down the batch is not acked, so no offset moves past it; Faust's stream
+    buffer fills and the consumer stops fetching (backpressure). Idempotent updates make
+    the retry of a half-applied batch safe.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await pipeline.handle(records)
+        except FeatureStoreError as exc:
+            if "rejected" in str(exc) or "script" in str(exc).lower():
+                raise
+            logger.warning("Redis unavailable, holding the batch and retrying in %.1fs: %s",
+                           delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _record(event: EventT) -> tuple[str, int, int, bytes | None, bytes | None, float | None]:
