@@ -301,8 +301,13 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     """Declare the topics and the scoring agent on ``app``."""
     settings = app.settings
     topics = settings.topics
-    inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes, value_serializer="raw",
-                       key_serializer="raw")
+    inputs = app.topic(
+        *topics.inputs,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
     offers = app.topic(topics.offers, key_type=str, value_type=Offer, key_serializer="raw")
     alerts = app.topic(topics.alerts, key_type=str, value_type=Alert, key_serializer="raw")
     dead_letters = app.topic(
@@ -371,8 +376,9 @@ async def _until_applied(
         except FeatureStoreError as exc:
             if "rejected" in str(exc) or "script" in str(exc).lower():
                 raise
-            logger.warning("Redis unavailable, holding the batch and retrying in %.1fs: %s",
-                           delay, exc)
+            logger.warning(
+                "Redis unavailable, holding the batch and retrying in %.1fs: %s", delay, exc
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

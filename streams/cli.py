@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--malformed-rate", type=float, default=0.002)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
-        "--speedup", type=float, default=60.0,
+        "--speedup",
+        type=float,
+        default=60.0,
         help="simulated minutes per wall minute (event time starts in the past and runs this "
         "much faster, so 30-minute label horizons and cart timeouts resolve within the demo)",
     )
@@ -58,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--from-beginning", action="store_true")
     t.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
-    sub.add_parser("train-intent", help="train the session-intent LSTM from an events file",
-                   add_help=False)
+    sub.add_parser(
+        "train-intent", help="train the session-intent LSTM from an events file", add_help=False
+    )
     sub.add_parser("bench", help="benchmarks (see benchmarks/README.md)", add_help=False)
     return p
 
@@ -100,16 +103,20 @@ def _simulate(args: argparse.Namespace) -> int:
         n = args.events or int(args.rate * args.duration)
         with args.out.open("wb") as f:
             for ev in sim.events(n, rate=args.rate):
-                f.write(orjson.dumps({"topic": ev.topic, "value": ev.doc,
-                                      "session_outcome": ev.session_outcome}))
+                f.write(
+                    orjson.dumps(
+                        {"topic": ev.topic, "value": ev.doc, "session_outcome": ev.session_outcome}
+                    )
+                )
                 f.write(b"\n")
         logger.info("wrote %d events to %s", n, args.out)
         return 0
     settings = Settings()
     n_max = int(args.rate * args.duration) + 1
     sent = asyncio.run(
-        produce_paced(settings, sim.events(n_max, clock=time.time), rate=args.rate,
-                      duration=args.duration)
+        produce_paced(
+            settings, sim.events(n_max, clock=time.time), rate=args.rate, duration=args.duration
+        )
     )
     logger.info("sent %d events to %s", sent, settings.kafka.bootstrap_servers)
     return 0
@@ -165,17 +172,23 @@ def _demo(args: argparse.Namespace) -> int:
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
         t = settings.topics
         asyncio.run(
-            create_topics(broker.bootstrap_servers,
-                          [*t.inputs, t.offers, t.alerts, t.dead_letters],
-                          partitions=t.partitions)
+            create_topics(
+                broker.bootstrap_servers,
+                [*t.inputs, t.offers, t.alerts, t.dead_letters],
+                partitions=t.partitions,
+            )
         )
         log_path = workdir / "worker.log"
-        out.write(f"  broker {broker.bootstrap_servers}, Valkey {valkey.url}\n"
-                  f"  worker log {log_path}, stats http://127.0.0.1:{web_port}/stats\n")
+        out.write(
+            f"  broker {broker.bootstrap_servers}, Valkey {valkey.url}\n"
+            f"  worker log {log_path}, stats http://127.0.0.1:{web_port}/stats\n"
+        )
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 asyncio.run(_demo_loop(settings, args, web_port, worker))
@@ -235,14 +248,22 @@ async def _demo_loop(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     producer = asyncio.create_task(
-        produce_paced(settings, sim.events(n_max, clock=_fast_clock(args.speedup)),
-                      rate=args.rate, duration=args.duration, stop=stop, on_sent=on_sent)
+        produce_paced(
+            settings,
+            sim.events(n_max, clock=_fast_clock(args.speedup)),
+            rate=args.rate,
+            duration=args.duration,
+            stop=stop,
+            on_sent=on_sent,
+        )
     )
     watch = asyncio.create_task(watcher.run(stop))
     started = time.monotonic()
     last_valid, last_t = 0, started
-    out.write(f"  simulating {args.customers} customers at {args.rate:.0f} events/s"
-              f"{f' for {args.duration:.0f}s' if args.duration else ' (Ctrl-C to stop)'}\n")
+    out.write(
+        f"  simulating {args.customers} customers at {args.rate:.0f} events/s"
+        f"{f' for {args.duration:.0f}s' if args.duration else ' (Ctrl-C to stop)'}\n"
+    )
     try:
         while not stop.is_set():
             await asyncio.sleep(2.0)
@@ -267,10 +288,9 @@ async def _demo_loop(
                 sample = watcher.samples[-1]
                 out.write(f"    sample offer: {orjson.dumps(sample).decode()[:300]}\n")
             out.flush()
-            if producer.done():
-                # let the worker drain what was sent, then stop
-                if processed >= sent or now - started > (args.duration or 0) + 30:
-                    break
+            drained = processed >= sent or now - started > (args.duration or 0) + 30
+            if producer.done() and drained:  # the worker has what was sent: stop
+                break
     finally:
         stop.set()
         await asyncio.gather(producer, watch, return_exceptions=True)

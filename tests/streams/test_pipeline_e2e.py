@@ -21,24 +21,49 @@ from tests.streams.conftest import consume, produce
 T0 = float(int(time.time()) - 7200)  # two hours ago, on a whole second
 
 
-def click(eid: str, cid: str, ts: float, action: str, category: str, price: float | None = None,
-          session: str = "s1", item: str = "i1") -> tuple[str, bytes, bytes]:
-    doc: dict[str, Any] = {"event_id": eid, "customer_id": cid, "session_id": session, "ts": ts,
-                           "action": action, "item_id": item, "category": category}
+def click(
+    eid: str,
+    cid: str,
+    ts: float,
+    action: str,
+    category: str,
+    price: float | None = None,
+    session: str = "s1",
+    item: str = "i1",
+) -> tuple[str, bytes, bytes]:
+    doc: dict[str, Any] = {
+        "event_id": eid,
+        "customer_id": cid,
+        "session_id": session,
+        "ts": ts,
+        "action": action,
+        "item_id": item,
+        "category": category,
+    }
     if price is not None:
         doc["price"] = price
     return ("clicks", cid.encode(), orjson.dumps(doc))
 
 
-def purchase(eid: str, cid: str, ts: float, price: float, category: str) -> tuple[str, bytes, bytes]:
-    doc = {"event_id": eid, "customer_id": cid, "session_id": "s1", "ts": ts, "order_id": "o-" + eid,
-           "items": [{"item_id": "i1", "category": category, "price": price, "quantity": 1}],
-           "total": price, "currency": "EUR"}
+def purchase(
+    eid: str, cid: str, ts: float, price: float, category: str
+) -> tuple[str, bytes, bytes]:
+    doc = {
+        "event_id": eid,
+        "customer_id": cid,
+        "session_id": "s1",
+        "ts": ts,
+        "order_id": "o-" + eid,
+        "items": [{"item_id": "i1", "category": category, "price": price, "quantity": 1}],
+        "total": price,
+        "currency": "EUR",
+    }
     return ("purchases", cid.encode(), orjson.dumps(doc))
 
 
-def feedback(eid: str, cid: str, ts: float, rating: int | None, text: str | None
-             ) -> tuple[str, bytes, bytes]:
+def feedback(
+    eid: str, cid: str, ts: float, rating: int | None, text: str | None
+) -> tuple[str, bytes, bytes]:
     doc: dict[str, Any] = {"event_id": eid, "customer_id": cid, "ts": ts, "channel": "review"}
     if rating is not None:
         doc["rating"] = rating
@@ -47,17 +72,23 @@ def feedback(eid: str, cid: str, ts: float, rating: int | None, text: str | None
     return ("feedback", cid.encode(), orjson.dumps(doc))
 
 
-def _routed(env: dict[str, str], records: list[tuple[str, bytes, bytes]]
-            ) -> list[tuple[str, bytes, bytes]]:
-    topic = {"clicks": env["STREAMSCORE_TOPICS__CLICKS"],
-             "purchases": env["STREAMSCORE_TOPICS__PURCHASES"],
-             "feedback": env["STREAMSCORE_TOPICS__FEEDBACK"]}
+def _routed(
+    env: dict[str, str], records: list[tuple[str, bytes, bytes]]
+) -> list[tuple[str, bytes, bytes]]:
+    topic = {
+        "clicks": env["STREAMSCORE_TOPICS__CLICKS"],
+        "purchases": env["STREAMSCORE_TOPICS__PURCHASES"],
+        "feedback": env["STREAMSCORE_TOPICS__FEEDBACK"],
+    }
     return [(topic[t], k, v) for t, k, v in records]
 
 
 async def _features(env: dict[str, str], cid: str) -> dict[str, float]:
-    store = FeatureStore(RedisSettings(url=env["STREAMSCORE_REDIS__URL"],
-                                       key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"]))
+    store = FeatureStore(
+        RedisSettings(
+            url=env["STREAMSCORE_REDIS__URL"], key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"]
+        )
+    )
     await store.start()
     try:
         result = await store.get(cid, T0 + 3600)
@@ -68,10 +99,14 @@ async def _features(env: dict[str, str], cid: str) -> dict[str, float]:
 
 
 def _outputs(env: dict[str, str], until: Any, timeout: float = 30.0) -> dict[str, list[dict]]:
-    topics = [env["STREAMSCORE_TOPICS__OFFERS"], env["STREAMSCORE_TOPICS__ALERTS"],
-              env["STREAMSCORE_TOPICS__DEAD_LETTERS"]]
-    got = asyncio.run(consume(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], topics,
-                              until=until, timeout=timeout))
+    topics = [
+        env["STREAMSCORE_TOPICS__OFFERS"],
+        env["STREAMSCORE_TOPICS__ALERTS"],
+        env["STREAMSCORE_TOPICS__DEAD_LETTERS"],
+    ]
+    got = asyncio.run(
+        consume(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], topics, until=until, timeout=timeout)
+    )
     return {"offers": got[topics[0]], "alerts": got[topics[1]], "dead": got[topics[2]]}
 
 
@@ -97,9 +132,16 @@ def test_scripted_sequence_gives_exact_features_offers_and_alerts(worker_factory
 
     f = asyncio.run(_features(env, "c1"))
     expected = {
-        "clicks_24h": 4.0, "clicks_30d": 4.0, "carts_30d": 1.0, "purchases_30d": 1.0,
-        "spend_30d": 120.0, "avg_order_value": 120.0, "cart_value": 0.0, "cart_items": 0.0,
-        "feedback_count": 1.0, "rating_avg": 1.0,
+        "clicks_24h": 4.0,
+        "clicks_30d": 4.0,
+        "carts_30d": 1.0,
+        "purchases_30d": 1.0,
+        "spend_30d": 120.0,
+        "avg_order_value": 120.0,
+        "cart_value": 0.0,
+        "cart_items": 0.0,
+        "feedback_count": 1.0,
+        "rating_avg": 1.0,
     }
     assert {k: f[k] for k in expected} == expected
     assert f["sentiment_avg"] < 0, "negative text and rating 1 give a negative sentiment"
@@ -159,21 +201,42 @@ def test_malformed_records_go_to_dead_letters_and_valid_ones_are_scored(
         ("clicks", b"c9", click("b3", "c9", T0, "view", "toys", -5.0)[2]),
         ("clicks", b"c9", click("b4", "c9", T0, "teleport", "toys")[2]),
         ("clicks", b"c9", click("b5", "c9", far_future, "view", "toys")[2]),
-        ("feedback", b"c9", orjson.dumps({"event_id": "b6", "customer_id": "c9", "ts": T0,
-                                          "channel": "review", "text": "x" * 20_000})),
+        (
+            "feedback",
+            b"c9",
+            orjson.dumps(
+                {
+                    "event_id": "b6",
+                    "customer_id": "c9",
+                    "ts": T0,
+                    "channel": "review",
+                    "text": "x" * 20_000,
+                }
+            ),
+        ),
         ("purchases", b"c9", b"\xff\xfe not utf-8"),
         ("clicks", b"c9", orjson.dumps([1, 2, 3])),
     ]
-    records = [click("v1", "c9", T0, "view", "toys", 10.0), *bad,
-               click("v2", "c9", T0 + 5, "add_to_cart", "toys", 10.0)]
+    records = [
+        click("v1", "c9", T0, "view", "toys", 10.0),
+        *bad,
+        click("v2", "c9", T0 + 5, "add_to_cart", "toys", 10.0),
+    ]
     asyncio.run(produce(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], _routed(env, records)))
     stats = w.wait_processed(len(records))
     assert stats["dead_letters"] == len(bad) and stats["valid"] == 2, stats
     out = _outputs(env, lambda got: len(got[env["STREAMSCORE_TOPICS__DEAD_LETTERS"]]) >= len(bad))
     reasons = [d["reason"] for d in out["dead"]]
     assert len(reasons) == len(bad), reasons
-    for needle in ("not valid JSON", "missing required field", "must not be negative",
-                   "unknown action", "future", "exceeds", "expected a JSON object"):
+    for needle in (
+        "not valid JSON",
+        "missing required field",
+        "must not be negative",
+        "unknown action",
+        "future",
+        "exceeds",
+        "expected a JSON object",
+    ):
         assert any(needle in r for r in reasons), f"no dead letter mentions {needle!r}: {reasons}"
     dl = out["dead"][0]
     assert {"source_topic", "partition", "offset", "payload_b64", "reason"} <= dl.keys()
