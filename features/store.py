@@ -190,6 +190,9 @@ class FeatureStore:
         self._shas = {
             name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._scripts.items()
         }
+        # Transient errors retried, and operations that failed after all retries (metrics).
+        self.n_retries = 0
+        self.n_failures = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -205,6 +208,16 @@ class FeatureStore:
             raise
         self._client = client
         logger.info("feature store connected to %s", _redact(self.redis.url))
+
+    async def ping(self, timeout: float = 0.5) -> bool:
+        """True when Redis answers a PING within ``timeout`` seconds (readiness checks)."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(client.ping(), timeout))
+        except (TimeoutError, rex.RedisError, OSError):
+            return False
 
     async def close(self) -> None:
         if self._client is not None:
@@ -291,6 +304,13 @@ class FeatureStore:
         return [bool(r) for r in replies]
 
     # -- plumbing -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The connected client (for other per-customer stores sharing the connection)."""
+        if self._client is None:
+            raise FeatureStoreError("FeatureStore.start() has not been called")
+        return self._client
 
     def _chunks(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers that may share one script call: same slot in a cluster, else any."""
@@ -401,6 +421,7 @@ class FeatureStore:
                     raise FeatureStoreError(f"Redis rejected {what}: {exc}") from exc
                 error = exc
             if attempt >= attempts:
+                self.n_failures += 1
                 raise FeatureStoreError(
                     f"Redis {what} failed after {attempt + 1} attempts: {error}"
                 ) from error
@@ -413,6 +434,7 @@ class FeatureStore:
                 attempts,
                 delay,
             )
+            self.n_retries += 1
             await asyncio.sleep(delay)
             attempt += 1
 

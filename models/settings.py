@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["DecisionSettings", "IntentSettings", "ModelSettings"]
+__all__ = ["AlertSettings", "DecisionSettings", "IntentSettings", "ModelSettings", "TextSettings"]
 
 
 class ModelSettings(BaseModel):
@@ -40,13 +40,14 @@ class IntentSettings(BaseModel):
     replay_events: int = Field(default=64, ge=1)
     checkpoint_path: Path | None = None
     finetune_every_sessions: int = Field(default=2_000, ge=1)
+    init_seed: int = 0  # weights of an untrained model (no checkpoint configured)
     # Capture fixed-size steps as CUDA graphs (only on CUDA; falls back to eager on failure).
     cuda_graphs: bool = True
     # Architecture and encoding of a fresh (untrained) model; a checkpoint carries its own.
     hidden_size: int = Field(default=64, ge=1)
     category_buckets: int = Field(default=1024, ge=2)
     item_buckets: int = Field(default=4096, ge=2)
-    customer_features: tuple[str, ...] = ("prior_orders", "prior_spend", "prior_sessions")
+    customer_features: tuple[str, ...] = ("prior_orders", "prior_spend")
     # Online fine-tuning: completed sessions kept, and the share of the newest ones that
     # a candidate and the serving model are compared on before a hot swap.
     finetune_buffer_sessions: int = Field(default=20_000, ge=10)
@@ -96,3 +97,72 @@ class DecisionSettings(BaseModel):
     high_value_intent_actions: tuple[str, ...] = ("add_to_cart", "checkout_start")
     early_abandon_prob: float = Field(default=0.8, ge=0, le=1)
     cart_watch_max_entries: int = Field(default=200_000, ge=1)
+    # -- offers that learn (features/outcomes.py, models/bandit.py, models/contact.py)
+    # A purchase of a target category within this window after an offer is its conversion.
+    attribution_window_minutes: float = Field(default=1440.0, gt=0)
+    # "bandit": LinUCB over the eligible offers; "fixed": the policy's best score.
+    arbitration: Literal["bandit", "fixed"] = "bandit"
+    bandit_alpha: float = Field(default=0.3, ge=0)  # exploration: width of the UCB bonus
+    bandit_prior: float = Field(default=1.0, gt=0)  # ridge prior (A = prior * I)
+    # Control group: this percentage of customers (hash of the id) gets a random eligible
+    # offer, or none with probability control_no_offer_share.
+    control_percent: float = Field(default=5.0, ge=0, le=100)
+    control_no_offer_share: float = Field(default=0.5, ge=0, le=1)
+    # Contact policy: the same offer at most once per customer within this many hours.
+    offer_frequency_cap_hours: float = Field(default=24.0, ge=0)
+    # Quiet hours in local time (UTC + utc_offset_hours), [start, end); None: no quiet hours.
+    quiet_hours_start: int | None = Field(default=None, ge=0, le=23)
+    quiet_hours_end: int | None = Field(default=None, ge=0, le=23)
+    utc_offset_hours: float = Field(default=0.0, ge=-14, le=14)
+    # No offers for this many hours after a negative_feedback alert.
+    negative_feedback_block_hours: float = Field(default=24.0, ge=0)
+
+
+class TextSettings(BaseModel):
+    """Feedback text models (``models/text.py``): learned sentiment and topics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # The learned sentiment's weight is m / (m + blend_examples), m = the rarer class's
+    # count of rated examples, capped at max_model_weight: the lexicon rules while it is young.
+    blend_examples: int = Field(default=50, ge=1)
+    max_model_weight: float = Field(default=0.7, ge=0, le=1)
+    # The learned topic model answers when seeds are silent, after this many seed-labelled
+    # examples, when its best topic has at least this probability.
+    topic_min_examples: int = Field(default=30, ge=1)
+    topic_min_proba: float = Field(default=0.6, ge=0, le=1)
+
+
+class AlertSettings(BaseModel):
+    """Churn and anomaly alerts, and the per customer + type cool-down of every alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # churn_risk (models/churn.py): enter at >= enter, leave at <= exit (hysteresis).
+    churn_enabled: bool = True
+    churn_enter: float = Field(default=0.95, gt=0, le=1)
+    churn_exit: float = Field(default=0.6, ge=0, le=1)
+    # Customers below this many clicks a day over their last 30 days have no baseline.
+    churn_min_daily_clicks: float = Field(default=1.0, gt=0)
+    # Silence shorter than this never counts (daily rhythms: nights, weekends).
+    churn_grace_hours: float = Field(default=24.0, ge=0)
+    churn_max_customers: int = Field(default=200_000, ge=1)
+    # anomaly (models/anomaly.py): HalfSpaceTrees on scaled amount, basket size, gap.
+    anomaly_enabled: bool = True
+    anomaly_warmup: int = Field(default=300, ge=1)
+    anomaly_threshold: float = Field(default=0.8, ge=0, le=1)
+    anomaly_quantile: float = Field(default=0.995, gt=0, lt=1)
+    anomaly_window: int = Field(default=250, ge=2)
+    anomaly_max_customers: int = Field(default=100_000, ge=1)
+    # Cool-down per (customer, alert type), in minutes; types not listed use the default.
+    cooldown_minutes: dict[str, float] = Field(
+        default_factory=lambda: {
+            "negative_feedback": 60.0,
+            "high_value_intent": 30.0,
+            "cart_abandonment": 240.0,
+            "churn_risk": 7 * 1440.0,
+            "anomaly": 60.0,
+        }
+    )
+    cooldown_default_minutes: float = Field(default=60.0, ge=0)
+    cooldown_max_entries: int = Field(default=500_000, ge=1)

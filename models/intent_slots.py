@@ -1,0 +1,142 @@
+"""The slot table: each active session's LSTM state ``(h, c)``, resident on the model's device.
+
+States live in two preallocated ``[capacity + 1, hidden]`` tensors; row ``capacity`` is a
+scratch row that padded batch entries read and write. A session key maps to a row; the table
+is bounded (least-recently-used sessions are evicted when full) and sessions idle longer than
+``idle_s`` (event time) are expired by ``expire(now)``. Next to each row the table keeps the
+session's running encoder state (time of its last event, its position) and last intent.
+
+>>> t = SlotTable(capacity=2, hidden_size=4)
+>>> rows, fresh = t.acquire([("c1", "s1"), ("c2", "s1")])
+>>> rows, fresh
+([0, 1], [True, True])
+>>> t.acquire([("c3", "s1")])  # full: the least recently used session is evicted
+([0], [True])
+>>> ("c1", "s1") in t, t.evictions
+(False, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+
+import torch
+
+__all__ = ["SlotTable"]
+
+logger = logging.getLogger(__name__)
+
+
+class SlotTable:
+    """Bounded, LRU, idle-expiring map of session key -> state row on ``device``."""
+
+    def __init__(
+        self,
+        capacity: int,
+        hidden_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        idle_s: float = 1800.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.hidden_size = hidden_size
+        self.device = torch.device(device)
+        self.idle_s = idle_s
+        self.h = torch.zeros(capacity + 1, hidden_size, device=self.device, dtype=dtype)
+        self.c = torch.zeros(capacity + 1, hidden_size, device=self.device, dtype=dtype)
+        self.evictions = 0
+        self.expirations = 0
+        self._rows: OrderedDict[Hashable, int] = OrderedDict()  # LRU order, oldest first
+        self._free = list(range(capacity - 1, -1, -1))
+        self._key_of: list[Hashable | None] = [None] * capacity
+        self.last_ts: list[float | None] = [None] * (capacity + 1)
+        self.position: list[int] = [0] * (capacity + 1)
+        self.last_abandon: list[float | None] = [None] * (capacity + 1)
+        self.prev_abandon: list[float | None] = [None] * (capacity + 1)
+
+    @property
+    def scratch_row(self) -> int:
+        return self.capacity
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def sessions(self) -> list[Hashable]:
+        return list(self._rows)
+
+    def row(self, key: Hashable) -> int | None:
+        return self._rows.get(key)
+
+    def touch(self, keys: Sequence[Hashable]) -> None:
+        """Mark present keys most recently used (so a batch never evicts its own sessions)."""
+        rows = self._rows
+        for k in keys:
+            if k in rows:
+                rows.move_to_end(k)
+
+    def acquire(self, keys: Sequence[Hashable]) -> tuple[list[int], list[bool]]:
+        """Rows for ``keys`` (distinct), allocating (and zeroing) rows for new ones.
+
+        Returns the rows and, per key, whether its state is fresh (zero).
+        """
+        rows = self._rows
+        out: list[int] = []
+        fresh: list[bool] = []
+        new_rows: list[int] = []
+        for k in keys:
+            r = rows.get(k)
+            if r is not None:
+                rows.move_to_end(k)
+                out.append(r)
+                fresh.append(False)
+                continue
+            if not self._free:
+                old_key, old_row = rows.popitem(last=False)
+                self._release(old_row)
+                self._free.append(old_row)
+                self.evictions += 1
+                logger.debug("slot table full: evicted session %s", old_key)
+            r = self._free.pop()
+            rows[k] = r
+            self._key_of[r] = k
+            new_rows.append(r)
+            out.append(r)
+            fresh.append(True)
+        if new_rows:
+            idx = torch.tensor(new_rows, device=self.device)
+            self.h.index_fill_(0, idx, 0.0)
+            self.c.index_fill_(0, idx, 0.0)
+        return out, fresh
+
+    def discard(self, key: Hashable) -> bool:
+        """Forget a session (it ended). Returns whether it was present."""
+        r = self._rows.pop(key, None)
+        if r is None:
+            return False
+        self._release(r)
+        self._free.append(r)
+        return True
+
+    def expire(self, now: float) -> list[Hashable]:
+        """Drop sessions whose last event is more than ``idle_s`` before ``now``."""
+        cutoff = now - self.idle_s
+        expired = [k for k, r in self._rows.items() if (self.last_ts[r] or now) < cutoff]
+        for k in expired:
+            self.discard(k)
+        self.expirations += len(expired)
+        return expired
+
+    def _release(self, r: int) -> None:
+        self._key_of[r] = None
+        self.last_ts[r] = None
+        self.position[r] = 0
+        self.last_abandon[r] = None
+        self.prev_abandon[r] = None
