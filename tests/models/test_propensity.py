@@ -39,9 +39,10 @@ def test_purchase_within_horizon_is_a_positive() -> None:
     p = model.score_click("c1", "e1", T0, X)
     assert 0.0 < p < 1.0 and model.n_pending == 1
     assert model.observe_purchase("c1", T0 + H) == 1  # the horizon's end is inside it
-    assert (model.n_pending, model.n_learned) == (0, 1)
+    assert (model.n_pending, model.n_learned) == (0, 0)  # labelled, learned when it closes
+    assert model.expire(T0 + 10 * H) == 0  # no negatives
+    assert model.n_learned == 1
     assert _learned_label(model) is True
-    assert model.expire(T0 + 10 * H) == 0
 
 
 def test_no_purchase_is_a_negative_once_the_watermark_passes() -> None:
@@ -87,8 +88,10 @@ def test_replayed_click_is_not_stored_twice() -> None:
     assert model.score_click("c1", "e1", T0, X) == p
     assert (model.n_pending, model.n_duplicates) == (1, 1)
     assert model.observe_purchase("c1", T0 + 10) == 1
+    model.score_click("c1", "e1", T0, X)  # replayed after it was labelled
+    model.expire(T0 + 10 * H)
     model.score_click("c1", "e1", T0, X)  # replayed after its label was learned
-    assert (model.n_pending, model.n_learned, model.n_duplicates) == (0, 1, 2)
+    assert (model.n_pending, model.n_learned, model.n_duplicates) == (0, 1, 3)
 
 
 def test_replays_in_a_batch_are_not_stored_twice() -> None:
@@ -116,7 +119,8 @@ def test_deadline_heap_stays_bounded() -> None:
     for i in range(5_000):
         model.score_click("c", f"e{i}", T0 + i, X)
         model.observe_purchase("c", T0 + i)
-    assert model.n_pending == 0 and model.n_learned == 5_000
+        model.expire(T0 + i)
+    assert len(model._pending) <= 10 and model.n_learned + model.n_dropped + 10 >= 5_000
     assert len(model._deadlines) <= 2 * 10 + 1_024
 
 
