@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["FeatureSettings", "RedisSettings"]
+__all__ = ["FeatureSettings", "RecommendSettings", "RedisSettings"]
 
 
 class RedisSettings(BaseModel):
@@ -47,3 +47,27 @@ class FeatureSettings(BaseModel):
     dedup_max_ids: int = Field(default=4096, ge=16)
     # Claimed offers remembered per customer for the frequency cap and replays.
     offers_kept: int = Field(default=32, ge=1)
+
+
+class RecommendSettings(BaseModel):
+    """Item-to-item co-occurrence recommendations (``features/cooccurrence.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    # How many items an offer recommends.
+    n_items: int = Field(default=5, ge=1)
+    # Co-occurrence counts halve every this many days (event time).
+    half_life_days: float = Field(default=7.0, gt=0)
+    # Two items co-occur when one customer touched both within this many minutes.
+    pair_window_minutes: float = Field(default=30.0, gt=0)
+    # Bounds: co-items kept per item, items per category popularity list, recent items and
+    # bought items per customer, and how many recent items seed a recommendation.
+    max_co_items: int = Field(default=100, ge=1)
+    max_popular: int = Field(default=200, ge=1)
+    recent_items: int = Field(default=20, ge=1)
+    bought_items: int = Field(default=200, ge=1)
+    seed_items: int = Field(default=5, ge=1)
+    # Item and category keys expire after this long without an update; customer keys follow
+    # ``FeatureSettings.customer_ttl_days``.
+    item_ttl_days: float = Field(default=30.0, gt=0)

@@ -42,7 +42,9 @@ __all__ = ["Alert", "AlertRules", "AlertType", "CartWatch", "DueCart", "Severity
 
 logger = logging.getLogger(__name__)
 
-AlertType = Literal["negative_feedback", "high_value_intent", "cart_abandonment"]
+AlertType = Literal[
+    "negative_feedback", "high_value_intent", "cart_abandonment", "churn_risk", "anomaly"
+]
 Severity = Literal["low", "medium", "high"]
 Detail = float | int | str | bool | None
 

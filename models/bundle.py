@@ -32,17 +32,21 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
+from models.anomaly import PurchaseAnomaly
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, settings_key
 from models.propensity import PropensityModel
 from models.segments import SegmentModel
 from models.sentiment import LexiconSentiment
-from models.settings import ModelSettings
+from models.settings import AlertSettings, ModelSettings, TextSettings
+from models.text import FeedbackText
 
-__all__ = ["ModelBundle"]
+__all__ = ["ModelBundle", "new_anomaly"]
 
 logger = logging.getLogger(__name__)
 
 _FILE: Final = re.compile(r"models-(\d{8})\.ckpt")
+# Parts that checkpoints written before them lack.
+_ADDED_LATER: Final = frozenset({"text", "anomaly"})
 
 
 class ModelBundle:
@@ -55,6 +59,9 @@ class ModelBundle:
         never written into a checkpoint (they hold the key).
     propensity, segments, sentiment
         The models; fresh ones built from ``settings`` when None.
+    text, anomaly
+        The feedback text models and the purchase anomaly detector; fresh ones when None
+        (also when loading a checkpoint written before they existed).
     keep
         How many checkpoint files ``save`` keeps in its directory (older ones are deleted).
     """
@@ -66,6 +73,8 @@ class ModelBundle:
         propensity: PropensityModel | None = None,
         segments: SegmentModel | None = None,
         sentiment: LexiconSentiment | None = None,
+        text: FeedbackText | None = None,
+        anomaly: PurchaseAnomaly | None = None,
         keep: int = 3,
     ) -> None:
         if keep < 1:
@@ -76,6 +85,8 @@ class ModelBundle:
         )
         self.segments = SegmentModel.from_settings(self.settings) if segments is None else segments
         self.sentiment = LexiconSentiment() if sentiment is None else sentiment
+        self.text = FeedbackText(TextSettings(), lexicon=self.sentiment) if text is None else text
+        self.anomaly = new_anomaly(AlertSettings()) if anomaly is None else anomaly
         self.keep = keep
         self._generation = 0
         self._updates_at_generation = self._updates()
@@ -90,7 +101,12 @@ class ModelBundle:
         return self._generation
 
     def _updates(self) -> int:
-        return self.propensity.n_learned + self.segments.n_learned
+        return (
+            self.propensity.n_learned
+            + self.segments.n_learned
+            + self.text.n_learned
+            + self.anomaly.n_learned
+        )
 
     # -- one file -----------------------------------------------------------------------------
 
@@ -103,6 +119,8 @@ class ModelBundle:
             "propensity": self.propensity,
             "segments": self.segments,
             "sentiment": self.sentiment,
+            "text": self.text,
+            "anomaly": self.anomaly,
         }
         meta = {
             "generation": generation,
@@ -170,6 +188,16 @@ class ModelBundle:
         return cls(settings, keep=keep)
 
 
+def new_anomaly(s: AlertSettings) -> PurchaseAnomaly:
+    return PurchaseAnomaly(
+        warmup=s.anomaly_warmup,
+        threshold=s.anomaly_threshold,
+        quantile=s.anomaly_quantile,
+        window_size=s.anomaly_window,
+        max_customers=s.anomaly_max_customers,
+    )
+
+
 def _checkpoints(directory: Path) -> list[Path]:
     """Checkpoint files in ``directory``, newest generation first."""
     if not directory.is_dir():
@@ -183,10 +211,14 @@ def _typed_parts(path: Path, state: dict[str, Any]) -> dict[str, Any]:
         "propensity": PropensityModel,
         "segments": SegmentModel,
         "sentiment": LexiconSentiment,
+        "text": FeedbackText,
+        "anomaly": PurchaseAnomaly,
     }
     parts = {}
     for name, kind in expected.items():
         part = state.get(name)
+        if part is None and name in _ADDED_LATER:
+            continue  # an older checkpoint: this part starts fresh
         if not isinstance(part, kind):
             raise CheckpointError(
                 f"checkpoint {path}: {name!r} is {type(part).__name__}, not {kind.__name__}"

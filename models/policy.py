@@ -238,6 +238,74 @@ class OfferPolicy:
             model_version=model_version,
         )
 
+    def eligible(
+        self,
+        event: Event,
+        features: Mapping[str, float],
+        top_categories: tuple[tuple[str, float], ...],
+        propensity: float,
+        segment: int,
+        intent: Mapping[str, float] | None,
+        model_version: str,
+    ) -> list[OfferDecision]:
+        """Every eligible offer scoring above ``min_score``, best first (what ``decide`` ranks).
+
+        The arbitration (``models/arbiter.py``) chooses among these; the first one is
+        ``decide``'s choice.
+        """
+        if not isinstance(event, Click):
+            return []
+        action_weight = self._action_weights.get(event.action)
+        if action_weight is None:
+            return []
+        base = propensity * action_weight
+        if not base > 0.0:
+            return []
+        general = 1.0
+        if intent is not None:
+            p_purchase = intent.get("purchase", 0.0)
+            if p_purchase >= self._purchase_high:
+                general = 1.0 + self._purchase_boost * p_purchase
+        spend, cart = features.get("spend_30d", 0.0), features.get("cart_value", 0.0)
+        x = (spend, cart, segment, propensity, intent, general)
+        groups: list[tuple[tuple[_Rule, ...], float, str]] = []
+        rules = self._by_category.get(event.category)
+        if rules:
+            groups.append((rules, base * self._w_event, "cat_match:" + event.category))
+        w_max = max((w for _, w in top_categories), default=0.0)
+        for top, weight in top_categories:
+            rules = self._by_category.get(top)
+            if rules and top != event.category and weight > 0.0:
+                groups.append((rules, base * self._w_top * weight / w_max, "top_cat:" + top))
+        if self._situational and intent is not None:
+            groups.append((self._situational, base * self._w_event, "any_cat"))
+        if self._generic:
+            groups.append((self._generic, base * self._w_any, "any_cat"))
+        best: dict[str, tuple[float, _Rule, str]] = {}
+        for rules, factor, match in groups:
+            for r in rules:
+                rule, score = self._scan((r,), factor, self._min_score, x)
+                if rule is not None and score > best.get(r.offer.offer_id, (-1.0,))[0]:
+                    best[r.offer.offer_id] = (score, r, match)
+        ranked = sorted(best.values(), key=lambda t: -t[0])
+        return [
+            OfferDecision(
+                offer_event_id=offer_event_id(event.event_id),
+                customer_id=event.customer_id,
+                trigger_event_id=event.event_id,
+                ts=event.ts,
+                offer_id=r.offer.offer_id,
+                offer_kind=r.offer.kind,
+                score=score,
+                propensity=propensity,
+                segment=segment,
+                reasons=self._reasons(r, match, event.action, segment, general, features),
+                intent=None if intent is None else dict(intent),
+                model_version=model_version,
+            )
+            for score, r, match in ranked
+        ]
+
     def _scan(
         self,
         rules: tuple[_Rule, ...],

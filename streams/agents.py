@@ -31,9 +31,14 @@ from models.alerts import AlertRules, CartWatch
 from models.bundle import ModelBundle
 from models.catalog import load_catalog
 from models.ids import alert_id, offer_event_id
+from models.intent_service import IntentService
 from models.policy import OfferPolicy
 from streams.app import StreamscoreApp
-from streams.records import Alert, DeadLetter, Offer
+from streams.insights import Insights
+from streams.logs import event_fields
+from streams.metrics import Metrics, Stopwatch
+from streams.offer_loop import OfferLoop, parse_suppression
+from streams.records import Alert, DeadLetter, Offer, OfferOutcome, SessionIntent
 from streams.settings import Settings
 
 __all__ = ["BatchOutputs", "Pipeline", "register"]
@@ -48,8 +53,14 @@ class BatchOutputs:
     offers: list[Offer] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    intents: list[SessionIntent] = field(default_factory=list)
+    outcomes: list[OfferOutcome] = field(default_factory=list)
     n_valid: int = 0
     n_duplicates: int = 0
+    # for metrics: the valid events, the replays among them, seconds per stage
+    events: list[Event] = field(default_factory=list)
+    duplicates: list[Event] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 class _EventClock:
@@ -85,11 +96,16 @@ class Pipeline:
         self.store = FeatureStore(settings.redis, settings.features)
         self.limits = Limits(max_payload_bytes=settings.worker.max_payload_bytes)
         self.policy = OfferPolicy(load_catalog(settings.decision.catalog_path), settings.decision)
+        self.offer_loop = OfferLoop(settings, self.policy)
         self.alert_rules = AlertRules(settings.decision)
         self.cart_watch = CartWatch(settings.decision)
+        self.insights = Insights(settings)
         self.clock = _EventClock()
         self.models: ModelBundle | None = None
+        self.intent: IntentService | None = None
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
+        self.metrics = Metrics(self._kind_by_topic)
+        self._watch = Stopwatch()
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
@@ -100,7 +116,17 @@ class Pipeline:
         if self._started:
             return
         await self.store.start()
+        await self.offer_loop.start(self.store.client)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
+        self.insights.start(self.store.client, self.models)
+        if self.settings.intent.enabled:
+            self.intent = IntentService.create(
+                self.settings.intent,
+                self.store.client,
+                key_prefix=self.settings.redis.key_prefix,
+                key=self.settings.models.checkpoint_key.get_secret_value().encode(),
+                checkpoint_dir=self.settings.models.checkpoint_dir / "intent",
+            )
         self._started = True
         logger.info("pipeline started, models %s", self.models.version)
 
@@ -128,6 +154,8 @@ class Pipeline:
             doc["propensity_auc"] = self.models.propensity.auc
             doc["propensity_log_loss"] = self.models.propensity.log_loss
             doc["labels_learned"] = self.models.propensity.n_learned
+        doc.update(self.offer_loop.stats())
+        doc.update(self.insights.stats())
         return doc
 
     def checkpoint(self) -> None:
@@ -150,6 +178,12 @@ class Pipeline:
                 event = parse_event(kind, value, now=now, kafka_ts=kafka_ts, limits=self.limits)
             except InvalidEvent as exc:
                 dead.append(_dead_letter(topic, partition, offset, key, value, exc.reason, now))
+                fields = event_fields(topic, partition, offset, value)
+                logger.warning(
+                    "dead letter %s[%s]@%s event_id=%s: %s",
+                    *(topic, partition, offset, fields["event_id"], exc.reason),
+                    extra=fields,
+                )
                 continue
             valid.append(event)
         return valid, dead
@@ -157,43 +191,114 @@ class Pipeline:
     async def handle(
         self, records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]]
     ) -> BatchOutputs:
+        self._watch = watch = Stopwatch()
         valid, dead = self.validate(records)
-        out = BatchOutputs(dead_letters=dead, n_valid=len(valid))
+        watch.lap("validate")
+        out = BatchOutputs(dead_letters=dead, n_valid=len(valid), events=valid, stages=watch.laps)
         if not valid:
             return out
         models = self.models
         if models is None:
             raise RuntimeError("Pipeline.handle called before start()")
         sentiments = [
-            models.sentiment.score(e.text, e.rating) if isinstance(e, Feedback) else None
-            for e in valid
+            models.text.score(e.text, e.rating) if isinstance(e, Feedback) else None for e in valid
         ]
+        watch.lap("models")
         results = await self.store.apply(valid, sentiments)
+        await self.offer_loop.prepare(valid)
+        await self.insights.prepare(valid)
+        watch.lap("redis")
+        intents = await self._intents(valid, results)
+        watch.lap("intent")
+        if intents and self.settings.worker.publish_intents:
+            out.intents = self._intent_records(valid, intents)
         candidates: list[tuple[Offer, FeatureResult]] = []
         now_wall = time.time()
-        version = models.version
+        version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
             self.clock.observe(event.ts)
             if result.duplicate:
                 out.n_duplicates += 1
-            offer, alerts = self._score(event, result, sentiment, version, now_wall)
+                out.duplicates.append(event)
+            intent = intents.get(event.event_id)
+            try:
+                offer, alerts = self._score(event, result, sentiment, intent, version, now_wall)
+                self.insights.annotate(models, event, alerts)
+                for a in self.insights.on_event(models, event, result):
+                    alerts.append(_alert(a, version, now_wall, a.ts))
+            except Exception:
+                fields = {"event_id": event.event_id, "customer_id": event.customer_id}
+                logger.exception("scoring event %s failed", event.event_id, extra=fields)
+                raise
             out.alerts.extend(alerts)
+            self.offer_loop.note_alerts(alerts)
             if offer is not None:
                 candidates.append((offer, result))
         out.alerts.extend(self._expire(version, now_wall))
+        watch.lap("models")
         if candidates:
             cap_s = self.settings.decision.frequency_cap_minutes * 60.0
             allowed = await self.store.claim_contacts(
                 [(o.customer_id, o.trigger_event_id, o.event_ts) for o, _ in candidates], cap_s
             )
             out.offers = [o for (o, _), ok in zip(candidates, allowed, strict=True) if ok]
+            watch.lap("redis")
+        await self.insights.finish(valid, results, out.offers)
+        out.alerts = self.insights.admit(out.alerts)
+        out.outcomes = await self.offer_loop.finish(out.offers, out.alerts, valid)
         return out
+
+    @property
+    def model_version(self) -> str:
+        """The River bundle's version, and the intent model's when it is on."""
+        if self.models is None:
+            return "none"
+        if self.intent is None:
+            return self.models.version
+        return f"{self.models.version}/intent-{self.intent.version}"
+
+    async def _intents(
+        self, events: Sequence[Event], results: Sequence[FeatureResult]
+    ) -> dict[str, dict[str, float]]:
+        """Session intent for each new click of the batch, stepped as one micro-batch."""
+        if self.intent is None:
+            return {}
+        pairs = [
+            (e, r.features)
+            for e, r in zip(events, results, strict=True)
+            if isinstance(e, Click) and not r.duplicate
+        ]
+        if not pairs:
+            return {}
+        clicks = [c for c, _ in pairs]
+        scores = await self.intent.score(clicks, [f for _, f in pairs])
+        return {c.event_id: s for c, s in zip(clicks, scores, strict=True)}
+
+    def _intent_records(
+        self, events: Sequence[Event], intents: dict[str, dict[str, float]]
+    ) -> list[SessionIntent]:
+        version = self.intent.version if self.intent is not None else "none"
+        return [
+            SessionIntent(
+                customer_id=e.customer_id,
+                session_id=e.session_id,
+                trigger_event_id=e.event_id,
+                purchase=p["purchase"],
+                abandon=p["abandon"],
+                browse=p["browse"],
+                model_version=version,
+                event_ts=e.ts,
+            )
+            for e in events
+            if isinstance(e, Click) and (p := intents.get(e.event_id)) is not None
+        ]
 
     def _score(
         self,
         event: Event,
         result: FeatureResult,
         sentiment: float | None,
+        intent: dict[str, float] | None,
         version: str,
         now_wall: float,
     ) -> tuple[Offer | None, list[Alert]]:
@@ -207,13 +312,29 @@ class Pipeline:
                 event.customer_id, event.event_id, event.ts, x
             )
             segment = models.segments.assign(x)
-            intent = None
             self.cart_watch.on_event(event, x)
+            if intent is not None:
+                # a sharp rise in "abandon" with a full cart raises the alert before the timeout
+                due = self.cart_watch.on_intent(
+                    event.customer_id, intent["abandon"], x.get("cart_value", 0.0), ts=event.ts
+                )
+                if due is not None:
+                    early = self.alert_rules.cart_abandonment(due, abandon_prob=intent["abandon"])
+                    alerts.append(_alert(early, version, now_wall, event.ts))
             for a in self.alert_rules.on_click(event, x, propensity, intent):
                 alerts.append(_alert(a, version, now_wall, event.ts))
-            decision = self.policy.decide(
-                event, x, result.top_categories, propensity, segment, intent, version
+            self._watch.lap("models")
+            decision = self.offer_loop.choose(  # contact policy, control group, bandit
+                event,
+                x,
+                result.top_categories,
+                propensity,
+                segment,
+                intent,
+                version,
+                models.propensity.contributions(x),
             )
+            self._watch.lap("decide")
             if decision is None:
                 return None, alerts
             offer = Offer(
@@ -234,6 +355,8 @@ class Pipeline:
         if isinstance(event, Purchase):
             if not result.duplicate:
                 models.propensity.observe_purchase(event.customer_id, event.ts)
+                if self.intent is not None:
+                    self.intent.on_purchase(event)
             self.cart_watch.on_event(event, x)
             return None, alerts
         for a in self.alert_rules.on_feedback(event, x, sentiment):
@@ -246,10 +369,11 @@ class Pipeline:
         if self.models is None or now == 0.0:
             return []
         self.models.propensity.expire(now)
-        return [
-            _alert(self.alert_rules.cart_abandonment(due), version, now_wall, due.ts)
-            for due in self.cart_watch.due(now)
-        ]
+        if self.intent is not None:
+            self.intent.expire(now)
+        due_alerts = [self.alert_rules.cart_abandonment(due) for due in self.cart_watch.due(now)]
+        due_alerts += self.insights.expire(now)
+        return self.insights.admit([_alert(a, version, now_wall, a.ts) for a in due_alerts])
 
     def tick(self) -> list[Alert]:
         """Periodic work between batches: expiries and checkpoints."""
@@ -257,7 +381,7 @@ class Pipeline:
             return []
         if time.monotonic() - self._last_checkpoint >= self.settings.models.checkpoint_every_s:
             self.checkpoint()
-        return self._expire(self.models.version, time.time())
+        return self._expire(self.model_version, time.time())
 
 
 def _alert(a: Any, version: str, now_wall: float, event_ts: float) -> Alert:
@@ -313,10 +437,24 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     dead_letters = app.topic(
         topics.dead_letters, key_type=str, value_type=DeadLetter, key_serializer="raw"
     )
+    intents = app.topic(
+        topics.intents, key_type=str, value_type=SessionIntent, key_serializer="raw"
+    )
+    outcomes = app.topic(
+        topics.offer_outcomes, key_type=str, value_type=OfferOutcome, key_serializer="raw"
+    )
+    suppressions = app.topic(
+        topics.suppressions,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
     batch_max = settings.worker.batch_max
     within = settings.worker.batch_wait_ms / 1000.0
 
     async def publish(out: BatchOutputs) -> None:
+        start = time.perf_counter()
         futures = [
             *[await offers.send(key=o.customer_id.encode(), value=o) for o in out.offers],
             *[await alerts.send(key=a.customer_id.encode(), value=a) for a in out.alerts],
@@ -324,9 +462,13 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
                 await dead_letters.send(key=(d.key or "").encode(), value=d)
                 for d in out.dead_letters
             ],
+            *[await intents.send(key=i.customer_id.encode(), value=i) for i in out.intents],
+            *[await outcomes.send(key=o.customer_id.encode(), value=o) for o in out.outcomes],
         ]
         if futures:
             await asyncio.gather(*futures)
+        out.stages["produce"] = time.perf_counter() - start
+        pipeline.metrics.observe_outputs(out)
 
     @app.agent(inputs, name="score")
     async def score(stream: StreamT[bytes]) -> None:
@@ -337,6 +479,7 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
                 out = await _until_applied(pipeline, records)
                 await publish(out)
                 pipeline.count(len(batch), out)
+                pipeline.metrics.observe_batch(records, out)
         except Exception as exc:
             # A bug or an unrecoverable dependency: stop the worker (its offsets stay where
             # they are) rather than idle with a dead agent; the supervisor restarts it.
@@ -345,6 +488,18 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
             raise
         finally:
             await pipeline.close()
+
+    @app.agent(suppressions, name="suppress")
+    async def suppress(stream: StreamT[bytes]) -> None:
+        async for batch in stream.take(batch_max, within=within):
+            changes = [c for c in map(parse_suppression, batch) if c is not None]
+            while True:  # wait for the scoring agent's connection; wait out Redis outages
+                try:
+                    await pipeline.offer_loop.suppress(changes)
+                    break
+                except FeatureStoreError as exc:
+                    logger.warning("suppressions not stored yet, retrying: %s", exc)
+                    await asyncio.sleep(0.5)
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
@@ -355,8 +510,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.timer(1.0)
     async def tick() -> None:
         alerts_due = pipeline.tick()
-        if alerts_due:
-            await publish(BatchOutputs(alerts=alerts_due))
+        outcomes_due = await pipeline.offer_loop.expire(pipeline.clock.now())
+        if alerts_due or outcomes_due:
+            await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due))
 
 
 async def _until_applied(

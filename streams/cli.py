@@ -42,8 +42,18 @@ def _parser() -> argparse.ArgumentParser:
         help="simulated minutes per wall minute (event time starts in the past and runs this "
         "much faster, so 30-minute label horizons and cart timeouts resolve within the demo)",
     )
+    d.add_argument(
+        "--intent-events", type=int, default=20_000,
+        help="simulated events to train the session-intent LSTM on before starting (0: none, "
+        "the model then starts untrained and learns online)",
+    )
 
     sub.add_parser("worker", help="run a worker against the configured broker and Redis")
+
+    o = sub.add_parser("suppress", help="opt a customer out of offers (or back in)")
+    o.add_argument("customer_id")
+    o.add_argument("--remove", action="store_true", help="lift the suppression")
+    o.add_argument("--reason", default="cli", help="why (kept with the opt-out)")
 
     s = sub.add_parser("simulate", help="produce simulated traffic to the configured broker")
     s.add_argument("--rate", type=float, default=500.0)
@@ -87,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "suppress":
+        return asyncio.run(_suppress(Settings(), args))
     if args.command == "tail":
         return asyncio.run(_tail(Settings(), args))
     raise AssertionError(args.command)  # pragma: no cover - argparse guards this
@@ -119,6 +131,24 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     )
     logger.info("sent %d events to %s", sent, settings.kafka.bootstrap_servers)
+    return 0
+
+
+async def _suppress(settings: Settings, args: argparse.Namespace) -> int:
+    """Produce ``{customer_id, suppressed, reason}`` to the suppressions topic; the worker
+    stores it in Redis and the contact policy blocks (or unblocks) the customer's offers."""
+    from aiokafka import AIOKafkaProducer
+
+    doc = {"customer_id": args.customer_id, "suppressed": not args.remove, "reason": args.reason}
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topics.suppressions, orjson.dumps(doc), key=args.customer_id.encode()
+        )
+    finally:
+        await producer.stop()
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
     return 0
 
 
@@ -174,10 +204,12 @@ def _demo(args: argparse.Namespace) -> int:
         asyncio.run(
             create_topics(
                 broker.bootstrap_servers,
-                [*t.inputs, t.offers, t.alerts, t.dead_letters],
+                [*t.inputs, t.offers, t.alerts, t.dead_letters, t.offer_outcomes, t.suppressions],
                 partitions=t.partitions,
             )
         )
+        if args.intent_events > 0:
+            env["STREAMSCORE_INTENT__CHECKPOINT_PATH"] = str(_train_demo_intent(args, workdir))
         log_path = workdir / "worker.log"
         out.write(
             f"  broker {broker.bootstrap_servers}, Valkey {valkey.url}\n"
@@ -216,6 +248,29 @@ def _fast_clock(speedup: float, horizon_s: float = 6 * 3600.0) -> Callable[[], f
         return min(start + (wall - wall0) * speedup, wall)
 
     return clock
+
+
+def _train_demo_intent(args: argparse.Namespace, workdir: Path) -> Path:
+    """Train the intent LSTM on a short simulated history (other seed than the live traffic)."""
+    from models.intent_train import train_intent
+    from streams.simulator import Simulator
+
+    out = sys.stdout
+    out.write(f"  training the session-intent LSTM on {args.intent_events} simulated events...\n")
+    out.flush()
+    path = workdir / "intent-history.jsonl"
+    sim = Simulator(args.customers, seed=args.seed + 1, start_ts=time.time() - 30 * 86400)
+    with path.open("wb") as f:
+        for ev in sim.events(args.intent_events, rate=2.0):
+            if ev.doc is not None:
+                f.write(orjson.dumps({"topic": ev.topic, "doc": ev.doc}) + b"\n")
+    result = train_intent(path, workdir / "intent", epochs=2, seed=args.seed)
+    m = result.metrics
+    out.write(
+        f"  intent LSTM held-out session-purchase AUC {m['purchase_auc']:.3f}, "
+        f"accuracy {m['accuracy']:.3f} ({result.train_sessions} training sessions)\n"
+    )
+    return Path(result.checkpoint)
 
 
 def _worker_stats(port: int) -> dict[str, object] | None:

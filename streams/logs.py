@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "event_fields", "setup_logging"]
 
 _STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -42,3 +42,23 @@ def setup_logging(level: str = "INFO", *, json: bool = False) -> None:
     root.setLevel(level)
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def event_fields(topic: str, partition: int, offset: int, value: bytes | None) -> dict[str, Any]:
+    """Log ``extra=`` fields that identify an input record, ``event_id`` when it has one.
+
+    For records that failed validation: the id is read best-effort from the raw bytes.
+
+    >>> event_fields("clicks", 0, 7, b'{"event_id": "e-1", "action": "teleport"}')
+    {'topic': 'clicks', 'partition': 0, 'offset': 7, 'event_id': 'e-1'}
+    >>> event_fields("clicks", 0, 8, b"{not json")["event_id"] is None
+    True
+    """
+    event_id: str | None = None
+    try:
+        doc = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("event_id"), str):
+        event_id = doc["event_id"][:128]
+    return {"topic": topic, "partition": partition, "offset": offset, "event_id": event_id}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-__all__ = ["Alert", "DeadLetter", "Offer"]
+__all__ = ["Alert", "DeadLetter", "Offer", "OfferOutcome", "SessionIntent"]
 
 OUTPUT_SCHEMA_VERSION = 1
 
@@ -45,6 +45,21 @@ class Alert(faust.Record, serializer="json", include_metadata=False):
     schema_version: int = OUTPUT_SCHEMA_VERSION
 
 
+class OfferOutcome(faust.Record, serializer="json", include_metadata=False):
+    """How an offer ended: converted by ``order_id`` inside its window, or not."""
+
+    offer_event_id: str
+    customer_id: str
+    offer_id: str
+    converted: bool
+    order_id: str | None
+    revenue: float
+    arm: str  # "bandit" | "control" | "fixed"
+    offer_ts: float  # event time the offer was made
+    ts: float  # event time of the conversion, or the window's end
+    schema_version: int = OUTPUT_SCHEMA_VERSION
+
+
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     """A record that broke the contract: its original bytes (base64) and why."""
 
@@ -56,4 +71,18 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     payload_preview: str
     key: str | None
     ts: float
+    schema_version: int = OUTPUT_SCHEMA_VERSION
+
+
+class SessionIntent(faust.Record, serializer="json", include_metadata=False):
+    """How the intent model expects a click's session to end (optional per-click output)."""
+
+    customer_id: str
+    session_id: str
+    trigger_event_id: str
+    purchase: float
+    abandon: float
+    browse: float
+    model_version: str
+    event_ts: float
     schema_version: int = OUTPUT_SCHEMA_VERSION

@@ -17,8 +17,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.settings import FeatureSettings, RedisSettings
-from models.settings import DecisionSettings, IntentSettings, ModelSettings
+from features.settings import FeatureSettings, RecommendSettings, RedisSettings
+from models.settings import (
+    AlertSettings,
+    DecisionSettings,
+    IntentSettings,
+    ModelSettings,
+    TextSettings,
+)
 
 __all__ = ["KafkaSettings", "Settings", "TopicSettings", "WorkerSettings"]
 
@@ -66,6 +72,10 @@ class TopicSettings(BaseModel):
     offers: str = "offers"
     alerts: str = "alerts"
     dead_letters: str = "dead-letters"
+    offer_outcomes: str = "offer-outcomes"
+    suppressions: str = "suppressions"  # opt-outs in: {customer_id, suppressed, reason}
+    # Per-click session intent, published only when WorkerSettings.publish_intents is on.
+    intents: str = "session-intents"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -89,6 +99,8 @@ class WorkerSettings(BaseModel):
     max_payload_bytes: int = Field(default=16_384, ge=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    # Publish every click's session intent to TopicSettings.intents (one record per click).
+    publish_intents: bool = False
     data_dir: str = "var/faust"
 
 
@@ -107,3 +119,6 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     intent: IntentSettings = IntentSettings()
     decision: DecisionSettings = DecisionSettings()
+    recommend: RecommendSettings = RecommendSettings()
+    text: TextSettings = TextSettings()
+    alerting: AlertSettings = AlertSettings()

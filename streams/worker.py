@@ -12,6 +12,7 @@ from streams.app import StreamscoreApp, create_app
 from streams.embedded import create_topics
 from streams.logs import setup_logging
 from streams.settings import Settings
+from streams.web import register_pages
 
 __all__ = ["build_app", "run_worker"]
 
@@ -23,6 +24,7 @@ def build_app(settings: Settings) -> tuple[StreamscoreApp, Pipeline]:
     app = create_app(settings)
     pipeline = Pipeline(settings)
     register(app, pipeline)
+    register_pages(app, pipeline)
     return app, pipeline
 
 

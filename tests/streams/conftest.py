@@ -85,11 +85,10 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def stack_env(
-    servers: Any, unique: Callable[[str], str], tmp_path: Path
-) -> dict[str, str]:
+def stack_env(servers: Any, unique: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
     """Environment for a worker on fresh topics, group, Redis prefix and checkpoint dir."""
-    names = {k: unique(k) for k in ("clicks", "purchases", "feedback", "offers", "alerts", "dl")}
+    kinds = ("clicks", "purchases", "feedback", "offers", "alerts", "dl", "outcomes", "suppress")
+    names = {k: unique(k) for k in kinds}
     return {
         "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": servers.bootstrap_servers,
         "STREAMSCORE_KAFKA__SESSION_TIMEOUT_S": "3",
@@ -103,6 +102,8 @@ def stack_env(
         "STREAMSCORE_TOPICS__OFFERS": names["offers"],
         "STREAMSCORE_TOPICS__ALERTS": names["alerts"],
         "STREAMSCORE_TOPICS__DEAD_LETTERS": names["dl"],
+        "STREAMSCORE_TOPICS__OFFER_OUTCOMES": names["outcomes"],
+        "STREAMSCORE_TOPICS__SUPPRESSIONS": names["suppress"],
         "STREAMSCORE_TOPICS__PARTITIONS": "2",
         "STREAMSCORE_WORKER__APP_ID": unique("app"),
         "STREAMSCORE_WORKER__WEB_PORT": str(free_port()),
@@ -133,10 +134,15 @@ def worker_factory(
 
 
 async def _create(env: dict[str, str]) -> None:
-    names = [v for k, v in env.items() if k.startswith("STREAMSCORE_TOPICS__") and
-             not k.endswith(("PARTITIONS", "REPLICATION_FACTOR"))]
+    names = [
+        v
+        for k, v in env.items()
+        if k.startswith("STREAMSCORE_TOPICS__")
+        and not k.endswith(("PARTITIONS", "REPLICATION_FACTOR"))
+    ]
     await create_topics(
-        env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], names,
+        env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"],
+        names,
         partitions=int(env["STREAMSCORE_TOPICS__PARTITIONS"]),
     )
 
@@ -161,8 +167,11 @@ async def consume(
 ) -> dict[str, list[dict[str, Any]]]:
     """Read topics from the beginning until ``until(records_by_topic)`` or the timeout."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, fetch_max_wait_ms=50,
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     got: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}

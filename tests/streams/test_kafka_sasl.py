@@ -53,9 +53,20 @@ def create_user(
 ) -> subprocess.CompletedProcess[str]:
     """``tansu user create`` against a running broker (the only way Tansu offers)."""
     return subprocess.run(
-        [broker.binary(), "user", "create", "--broker", f"tcp://{broker.bootstrap_servers}",
-         "--mechanism", _CLI_MECHANISM[mechanism], name, password],
-        capture_output=True, text=True, timeout=20,
+        [
+            broker.binary(),
+            "user",
+            "create",
+            "--broker",
+            f"tcp://{broker.bootstrap_servers}",
+            "--mechanism",
+            _CLI_MECHANISM[mechanism],
+            name,
+            password,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
 
 
@@ -150,9 +161,7 @@ async def test_users_of_a_broker_without_authentication_cannot_log_in(
     assert done.returncode == 0, done.stderr
     # The user exists, but without --authentication every SASL handshake is turned down.
     with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
-        await start_producer(
-            open_broker.bootstrap_servers, **sasl("SCRAM-SHA-256", user, "s3cret")
-        )
+        await start_producer(open_broker.bootstrap_servers, **sasl("SCRAM-SHA-256", user, "s3cret"))
 
 
 # -- what should work, once a SCRAM user can be created ---------------------------------------
@@ -177,8 +186,12 @@ async def test_scram_round_trip(
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, fetch_max_wait_ms=50, **sasl(mechanism, user, password),
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **sasl(mechanism, user, password),
     )
     await consumer.start()
     try:

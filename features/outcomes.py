@@ -1,0 +1,469 @@
+"""Offer outcomes and contact state in Redis: open attribution windows, conversions, opt-outs.
+
+Keys (all built by ``features.keys.customer_key``, so one customer's keys share a hash tag):
+
+* ``{p}:{cid}:outcomes``: hash, ``offer_event_id`` -> the open offer as JSON (offer id,
+  target categories, arm, event time, deadline, bandit context); ``s:<offer_event_id>`` -> 1
+  (converted) or 2 (expired) once resolved; ``p:<order_id>`` -> the order's event time,
+  amounts per category and whether it was attributed (replays change nothing). TTL: two
+  windows plus ``keep_s`` (3 days), refreshed on write.
+* ``{p}:{cid}:contact``: hash, ``o:<offer_id>`` -> ``ts|trigger_event_id`` of the latest send
+  of that offer (the per-offer cap) and ``neg`` -> event time until which a negative-feedback
+  alert blocks offers. Same TTL rule.
+* ``{p}:{cid}:optout``: string, the opt-out reason; no TTL (an opt-out never lapses).
+* ``{p}:outcomes:due``: zset of ``[customer_id, offer_event_id]`` by deadline, the one
+  cross-customer key: expiries are found there, then closed per customer.
+
+``record`` is one pipeline per batch (one script call per customer plus the deadline
+ZADDs): it opens the batch's offers, attributes the batch's purchases to the latest open
+offer whose window holds the purchase and whose targets meet a purchased category (last
+touch; offers without targets match any purchase), and opens negative-feedback blocks.
+Purchases are kept (``p:<order_id>``) for a while, so a purchase read before the click that
+triggered the offer (clicks and purchases are different topics, so their order across them
+is not guaranteed) converts the offer when it opens, by event time.
+``expire`` closes the windows that ended by the caller's event time. Resolution is atomic
+per customer, so a conversion racing an expiry (or two workers) yields one outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from features.events import Purchase
+from features.keys import customer_key
+from features.store import FeatureStoreError
+
+__all__ = ["ContactState", "OpenOffer", "OutcomeStore", "Resolution"]
+
+logger = logging.getLogger(__name__)
+
+_RECORD: Final = r"""
+-- KEYS: outcomes hash, contact hash.
+-- ARGV: ttl_ms, keep_s, n_open, {oid, record, offer_id, ts, trigger} x n_open,
+--       n_purchases, {order_id, ts, n_lines, {category, amount} x n_lines} x n_purchases,
+--       n_negative, {until} x n_negative
+-- Returns {existing: {oid, stored record}..., conversions: {oid, record, order, revenue, ts}...}
+-- Purchases are kept as p:<order> = {t, a = {category: amount}, x = attributed 0/1}, so a
+-- purchase that arrives before its offer (another topic) still converts it when it opens.
+local out, con = KEYS[1], KEYS[2]
+local ttl = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local i = 3
+local existing, conversions = {}, {}
+local latest = 0
+local offers, orders = nil, nil
+local function load()
+  if offers ~= nil then return end
+  offers, orders = {}, {}
+  local all = redis.call('HGETALL', out)
+  for j = 1, #all, 2 do
+    local k = all[j]
+    local c = string.sub(k, 1, 2)
+    if c == 'p:' then orders[string.sub(k, 3)] = cjson.decode(all[j+1])
+    elseif c ~= 's:' then offers[k] = cjson.decode(all[j+1]) end
+  end
+end
+local function revenue(r, p)
+  local rev, hit = 0, false
+  if type(r.c) ~= 'table' or next(r.c) == nil then
+    for _, v in pairs(p.a) do rev = rev + v end
+    return true, rev
+  end
+  for _, cat in ipairs(r.c) do
+    if p.a[cat] then hit = true; rev = rev + p.a[cat] end
+  end
+  return hit, rev
+end
+local function convert(oid, order, p, rev)
+  redis.call('HSET', out, 's:' .. oid, 1)
+  p.x = 1
+  redis.call('HSET', out, 'p:' .. order, cjson.encode(p))
+  conversions[#conversions+1] = oid
+  conversions[#conversions+1] = redis.call('HGET', out, oid)
+  conversions[#conversions+1] = order
+  conversions[#conversions+1] = string.format('%.17g', rev)
+  conversions[#conversions+1] = string.format('%.17g', p.t)
+end
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local oid, rec, offer, ts, trig = ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4]
+  i = i + 5
+  if ts > latest then latest = ts end
+  if redis.call('HSETNX', out, oid, rec) == 0 then
+    existing[#existing+1] = oid
+    existing[#existing+1] = redis.call('HGET', out, oid)
+  else
+    local last = redis.call('HGET', con, 'o:' .. offer)
+    if (not last) or tonumber(string.match(last, '^[^|]+')) <= ts then
+      redis.call('HSET', con, 'o:' .. offer, string.format('%.17g', ts) .. '|' .. trig)
+    end
+    load()
+    local r = cjson.decode(rec)
+    offers[oid] = r
+    -- an earlier-processed purchase inside this window (the earliest one) converts it now
+    local best, best_t, best_rev = nil, math.huge, 0
+    for order, p in pairs(orders) do
+      if p.x == 0 and r.t <= p.t and p.t <= r.d and p.t < best_t then
+        local hit, rev = revenue(r, p)
+        if hit then best, best_t, best_rev = order, p.t, rev end
+      end
+    end
+    if best then convert(oid, best, orders[best], best_rev) end
+  end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local order, pts, lines = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
+  i = i + 3
+  local amount = {}
+  for _ = 1, lines do
+    amount[ARGV[i]] = (amount[ARGV[i]] or 0) + tonumber(ARGV[i+1])
+    i = i + 2
+  end
+  if pts > latest then latest = pts end
+  load()
+  if orders[order] == nil then
+    local p = {t = pts, a = amount, x = 0}
+    orders[order] = p
+    redis.call('HSET', out, 'p:' .. order, cjson.encode(p))
+    -- last touch: the latest open offer whose window holds the purchase
+    local best, best_t, best_rev = nil, -1, 0
+    for oid, r in pairs(offers) do
+      if r.t <= pts and pts <= r.d and r.t > best_t
+          and redis.call('HEXISTS', out, 's:' .. oid) == 0 then
+        local hit, rev = revenue(r, p)
+        if hit then best, best_t, best_rev = oid, r.t, rev end
+      end
+    end
+    if best then convert(best, order, p, best_rev) end
+  end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local u = tonumber(ARGV[i]); i = i + 1
+  local cur = tonumber(redis.call('HGET', con, 'neg') or '0')
+  if u > cur then redis.call('HSET', con, 'neg', string.format('%.17g', u)) end
+end
+-- forget resolved windows and old orders a while after they closed
+if offers ~= nil then
+  for oid, r in pairs(offers) do
+    if r.d < latest - keep and redis.call('HEXISTS', out, 's:' .. oid) == 1 then
+      redis.call('HDEL', out, oid, 's:' .. oid)
+    end
+  end
+  for order, p in pairs(orders) do
+    if p.t < latest - keep then redis.call('HDEL', out, 'p:' .. order) end
+  end
+end
+if redis.call('EXISTS', out) == 1 then redis.call('PEXPIRE', out, ttl) end
+if redis.call('EXISTS', con) == 1 then redis.call('PEXPIRE', con, ttl) end
+return {existing, conversions}
+"""
+
+_EXPIRE: Final = r"""
+-- KEYS: outcomes hash. ARGV: now, oid... Returns {oid, record}... of windows closed now.
+local now = tonumber(ARGV[1])
+local closed = {}
+for j = 2, #ARGV do
+  local oid = ARGV[j]
+  local rec = redis.call('HGET', KEYS[1], oid)
+  if rec and redis.call('HEXISTS', KEYS[1], 's:' .. oid) == 0 then
+    if cjson.decode(rec).d <= now then
+      redis.call('HSET', KEYS[1], 's:' .. oid, 2)
+      closed[#closed+1] = oid
+      closed[#closed+1] = rec
+    end
+  end
+end
+return closed
+"""
+
+_TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
+
+
+@dataclass(slots=True)
+class ContactState:
+    """What the contact policy needs to know about one customer (see models/contact.py).
+
+    ``last_offer`` maps offer id to (event time, trigger event id) of its latest send;
+    ``negative_until`` is the event time until which a negative-feedback alert blocks offers.
+    """
+
+    suppressed: bool = False
+    negative_until: float = 0.0
+    last_offer: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOffer:
+    """A published offer whose attribution window is open until ``deadline`` (event time)."""
+
+    offer_event_id: str
+    customer_id: str
+    offer_id: str
+    target_categories: tuple[str, ...]
+    arm: str
+    ts: float
+    deadline: float
+    context: tuple[float, ...] = ()
+    trigger_event_id: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "o": self.offer_id,
+                "c": list(self.target_categories),
+                "a": self.arm,
+                "t": self.ts,
+                "d": self.deadline,
+                "x": list(self.context),
+                "g": self.trigger_event_id,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, offer_event_id: str, customer_id: str, raw: bytes | str) -> OpenOffer:
+        doc = orjson.loads(raw)
+        targets = doc.get("c")
+        return cls(
+            offer_event_id=offer_event_id,
+            customer_id=customer_id,
+            offer_id=doc["o"],
+            target_categories=tuple(targets) if isinstance(targets, list) else (),
+            arm=doc.get("a", ""),
+            ts=float(doc["t"]),
+            deadline=float(doc["d"]),
+            context=tuple(doc.get("x") or ()),
+            trigger_event_id=doc.get("g", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """An attribution window that ended: converted by ``order_id`` at ``ts``, or expired."""
+
+    offer: OpenOffer
+    converted: bool
+    ts: float
+    order_id: str | None = None
+    revenue: float = 0.0
+
+
+class OutcomeStore:
+    """Open offers, conversions, expiries, contact state and opt-outs in Redis.
+
+    ``key_prefix`` is the feature store's; ``keep_s`` is how long a resolved window is
+    remembered (replays of its offer or order change nothing meanwhile).
+    """
+
+    def __init__(self, key_prefix: str, window_s: float, keep_s: float = 3 * 86_400.0) -> None:
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        self.key_prefix = key_prefix
+        self.window_s = window_s
+        self.keep_s = keep_s
+        self._ttl_ms = int((2 * window_s + keep_s) * 1000)
+        self._due_key = f"{key_prefix}:outcomes:due"
+        self._client: Redis | RedisCluster | None = None
+        self._shas = {
+            "record": hashlib.sha1(_RECORD.encode()).hexdigest(),
+            "expire": hashlib.sha1(_EXPIRE.encode()).hexdigest(),
+        }
+
+    async def start(self, client: Redis | RedisCluster) -> None:
+        """Use ``client`` (the feature store's connection) and load the scripts."""
+        self._client = client
+        await self._call(self._load)
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def _keys(self, customer_id: str) -> tuple[str, str]:
+        p = self.key_prefix
+        return customer_key(p, customer_id, "outcomes"), customer_key(p, customer_id, "contact")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def contact_states(self, customer_ids: Sequence[str]) -> dict[str, ContactState]:
+        """The contact state of each customer, one round trip."""
+        cids = list(dict.fromkeys(customer_ids))
+        if not cids:
+            return {}
+
+        async def op() -> list[Any]:
+            pipe = self._pipe()
+            for cid in cids:
+                pipe.hgetall(self._keys(cid)[1])
+                pipe.exists(customer_key(self.key_prefix, cid, "optout"))
+            return await pipe.execute()
+
+        replies = await self._call(op)
+        states: dict[str, ContactState] = {}
+        for k, cid in enumerate(cids):
+            raw: dict[bytes, bytes] = replies[2 * k]
+            state = ContactState(suppressed=bool(replies[2 * k + 1]))
+            for name, value in raw.items():
+                if name == b"neg":
+                    state.negative_until = float(value)
+                elif name.startswith(b"o:"):
+                    ts, _, trigger = value.decode().partition("|")
+                    state.last_offer[name[2:].decode()] = (float(ts), trigger)
+            states[cid] = state
+        return states
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def record(
+        self,
+        offers: Sequence[OpenOffer],
+        purchases: Sequence[Purchase],
+        negative: Sequence[tuple[str, float]] = (),
+    ) -> tuple[dict[str, OpenOffer], list[Resolution]]:
+        """Open ``offers``, attribute ``purchases``, block on ``negative`` (cid, until).
+
+        Returns the offers that were already open (a replay: the stored record wins, so the
+        replayed offer keeps its first offer id) and the conversions. One round trip.
+        """
+        per: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+        for o in offers:
+            args = per.setdefault(o.customer_id, ([], [], []))[0]
+            args += (o.offer_event_id, o.to_json(), o.offer_id, o.ts, o.trigger_event_id)
+        for p in purchases:
+            args = per.setdefault(p.customer_id, ([], [], []))[1]
+            lines: dict[str, float] = {}
+            for it in p.items:
+                lines[it.category] = lines.get(it.category, 0.0) + it.price * it.quantity
+            args += (p.order_id, p.ts, len(lines))
+            for cat, amount in lines.items():
+                args += (cat, amount)
+        for cid, until in negative:
+            per.setdefault(cid, ([], [], []))[2].append(until)
+        if not per:
+            return {}, []
+        cids = list(per)
+
+        async def op() -> list[Any]:
+            pipe = self._pipe()
+            for cid in cids:
+                o_args, p_args, n_args = per[cid]
+                argv = [self._ttl_ms, self.keep_s, len(o_args) // 5, *o_args]
+                argv += [_count_purchases(p_args), *p_args, len(n_args), *n_args]
+                pipe.evalsha(self._shas["record"], 2, *self._keys(cid), *argv)
+            due = {orjson.dumps([o.customer_id, o.offer_event_id]): o.deadline for o in offers}
+            if due:
+                pipe.zadd(self._due_key, due)
+            return await pipe.execute()
+
+        replies = await self._call(op)
+        existing: dict[str, OpenOffer] = {}
+        conversions: list[Resolution] = []
+        for cid, (ex, conv) in zip(cids, replies[: len(cids)], strict=True):
+            for j in range(0, len(ex), 2):
+                oid = ex[j].decode()
+                existing[oid] = OpenOffer.from_json(oid, cid, ex[j + 1])
+            for j in range(0, len(conv), 5):
+                oid = conv[j].decode()
+                conversions.append(
+                    Resolution(
+                        offer=OpenOffer.from_json(oid, cid, conv[j + 1]),
+                        converted=True,
+                        ts=float(conv[j + 4]),
+                        order_id=conv[j + 2].decode(),
+                        revenue=round(float(conv[j + 3]), 2),
+                    )
+                )
+        return existing, conversions
+
+    async def expire(self, now: float, limit: int = 1_000) -> list[Resolution]:
+        """Close the windows whose deadline is at or before ``now`` (event time)."""
+        client = self._require()
+
+        async def due() -> list[bytes]:
+            return await client.zrangebyscore(self._due_key, "-inf", now, start=0, num=limit)
+
+        members = await self._call(due)
+        if not members:
+            return []
+        by_cid: dict[str, list[str]] = {}
+        for m in members:
+            cid, oid = orjson.loads(m)
+            by_cid.setdefault(cid, []).append(oid)
+        cids = list(by_cid)
+
+        async def op() -> list[Any]:
+            pipe = self._pipe()
+            for cid in cids:
+                pipe.evalsha(self._shas["expire"], 1, self._keys(cid)[0], now, *by_cid[cid])
+            pipe.zrem(self._due_key, *members)
+            return await pipe.execute()
+
+        replies = await self._call(op)
+        out: list[Resolution] = []
+        for cid, closed in zip(cids, replies[: len(cids)], strict=True):
+            for j in range(0, len(closed), 2):
+                offer = OpenOffer.from_json(closed[j].decode(), cid, closed[j + 1])
+                out.append(Resolution(offer=offer, converted=False, ts=offer.deadline))
+        return out
+
+    async def set_suppressions(self, changes: Sequence[tuple[str, bool, str]]) -> None:
+        """Apply opt-outs ``(customer_id, suppressed, reason)`` in order, one round trip."""
+        if not changes:
+            return
+
+        async def op() -> list[Any]:
+            pipe = self._pipe()
+            for cid, suppressed, reason in changes:
+                key = customer_key(self.key_prefix, cid, "optout")
+                if suppressed:
+                    pipe.set(key, reason or "opt-out")
+                else:
+                    pipe.delete(key)
+            return await pipe.execute()
+
+        await self._call(op)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _require(self) -> Redis | RedisCluster:
+        if self._client is None:
+            raise FeatureStoreError("OutcomeStore is not started: await start(client) first")
+        return self._client
+
+    def _pipe(self) -> Any:
+        return self._require().pipeline(transaction=False)
+
+    async def _load(self) -> None:
+        client = self._require()
+        await client.script_load(_RECORD)
+        await client.script_load(_EXPIRE)
+
+    async def _call(self, op: Any) -> Any:
+        """Run ``op``; reload lost scripts once; outages become ``FeatureStoreError``."""
+        try:
+            try:
+                return await op()
+            except rex.NoScriptError:
+                logger.warning("Redis lost the outcome scripts; reloading them")
+                await self._load()
+                return await op()
+        except _TRANSIENT as exc:
+            raise FeatureStoreError(f"Redis unavailable for offer outcomes: {exc}") from exc
+
+
+def _count_purchases(args: list[Any]) -> int:
+    """Purchases encoded in ``args`` (order, ts, n_lines, then 2 values per line)."""
+    n = i = 0
+    while i < len(args):
+        i += 3 + 2 * int(args[i + 2])
+        n += 1
+    return n

@@ -1,0 +1,185 @@
+"""Arbitration: which of the eligible offers a click gets, under the contact policy.
+
+For a click, in order:
+
+1. the contact policy may block the customer (opt-out, open negative-feedback alert, quiet
+   hours), then offers sent to them within the per-offer cap are dropped;
+2. a control group (``control_percent`` of customers by a stable hash of the id) gets a
+   random eligible offer, or none with probability ``control_no_offer_share`` (the draw
+   hashes the trigger event, so a replay decides the same);
+3. everyone else gets the bandit's choice (LinUCB over the eligible offers, ``arbitration
+   = "bandit"``) or the fixed rule's best score (``arbitration = "fixed"``).
+
+Every choice carries the policy's reasons, ``arbitration:<step>`` and the propensity model's
+top contributions (``feature:<name>``); ``learn`` feeds a resolved outcome to the bandit.
+
+>>> from features.events import Click
+>>> from models.catalog import Catalog
+>>> from models.settings import DecisionSettings
+>>> catalog = Catalog.from_dict({"offers": [
+...     {"offer_id": "shoes-10", "name": "10% off shoes", "kind": "discount", "value": 20,
+...      "target_categories": ["shoes"]},
+...     {"offer_id": "any-5", "name": "5 off", "kind": "discount", "value": 5}]})
+>>> settings = DecisionSettings(control_percent=0.0)
+>>> arbiter = OfferArbiter(OfferPolicy(catalog, settings), settings, n_segments=2)
+>>> click = Click("e1", "c1", "s1", 1700000000.0, "view", "i9", "shoes")
+>>> choice = arbiter.choose(click, {}, (("shoes", 2.0),), 0.5, 1, None, "v1", None)
+>>> choice.decision.offer_id, choice.arm, choice.decision.reasons[-1]
+('shoes-10', 'bandit', 'arbitration:bandit_ucb')
+>>> arbiter.choose(click, {}, (), 0.5, 1, None, "v1",
+...                ContactState(last_offer={"shoes-10": (1699999000.0, "e0")})).decision.offer_id
+'any-5'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.events import Click, Event
+from features.outcomes import ContactState, Resolution
+from models.bandit import LinUCB, bucket, context_vector
+from models.contact import ContactPolicy
+from models.policy import OfferDecision, OfferPolicy
+from models.settings import DecisionSettings
+
+__all__ = ["ARMS", "Choice", "OfferArbiter"]
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("bandit", "control", "fixed")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The offer chosen for one click, the arm that chose it and the bandit context."""
+
+    decision: OfferDecision
+    arm: str
+    context: tuple[float, ...]
+    target_categories: tuple[str, ...]
+
+
+class OfferArbiter:
+    """Contact policy, control group and bandit (or fixed rule) over ``policy.eligible``."""
+
+    def __init__(
+        self,
+        policy: OfferPolicy,
+        settings: DecisionSettings,
+        n_segments: int,
+        bandit: LinUCB | None = None,
+    ) -> None:
+        self.policy = policy
+        self.settings = settings
+        self.n_segments = n_segments
+        self.contact = ContactPolicy(settings)
+        n_features = len(context_vector({}, 0.0, 0, n_segments, None, 0.0, False, False, 0.0))
+        self.bandit = (
+            bandit
+            if bandit is not None
+            else LinUCB(n_features, alpha=settings.bandit_alpha, prior=settings.bandit_prior)
+        )
+        self.counters: Counter[str] = Counter()
+        self._targets = {o.offer_id: tuple(o.target_categories) for o in policy.catalog.offers}
+        self._control = settings.control_percent / 100.0
+
+    def in_control(self, customer_id: str) -> bool:
+        """True for the stable ``control_percent`` of customers."""
+        return bucket(customer_id) < self._control
+
+    def choose(
+        self,
+        event: Event,
+        features: Mapping[str, float],
+        top_categories: tuple[tuple[str, float], ...],
+        propensity: float,
+        segment: int,
+        intent: Mapping[str, float] | None,
+        model_version: str,
+        state: ContactState | None,
+        explain: Sequence[tuple[str, float]] = (),
+    ) -> Choice | None:
+        """The offer for this click, or None (nothing eligible, blocked, or held out)."""
+        if not isinstance(event, Click):
+            return None
+        eligible = self.policy.eligible(
+            event, features, top_categories, propensity, segment, intent, model_version
+        )
+        if not eligible:
+            return None
+        why = self.contact.blocked(event.ts, state)
+        if why is not None:
+            self.counters["blocked:" + why] += 1
+            return None
+        cid, trigger = event.customer_id, event.event_id
+        allowed = [
+            d for d in eligible if self.contact.offer_allowed(d.offer_id, trigger, event.ts, state)
+        ]
+        if not allowed:
+            self.counters["blocked:offer_cap"] += 1
+            return None
+        contexts = [self._context(d, event, features, top_categories, intent) for d in allowed]
+        if self.in_control(cid):
+            if bucket(trigger, "holdout") < self.settings.control_no_offer_share:
+                self.counters["control_holdout"] += 1
+                return None
+            k = int(bucket(trigger, "pick") * len(allowed))
+            arm, step = "control", "control_random"
+        elif self.settings.arbitration == "fixed":
+            k, arm, step = 0, "fixed", "fixed_best"
+        else:
+            k = self.bandit.select([d.offer_id for d in allowed], np.array(contexts))
+            arm, step = "bandit", "bandit_ucb"
+        chosen = allowed[k]
+        reasons = (
+            *chosen.reasons,
+            *(f"feature:{name}" for name, _ in explain),
+            f"arbitration:{step}",
+        )
+        if state is not None:
+            self.contact.note_offer(chosen.offer_id, trigger, event.ts, state)
+        self.counters["arm:" + arm] += 1
+        return Choice(
+            decision=dataclasses.replace(chosen, reasons=reasons),
+            arm=arm,
+            context=tuple(contexts[k]),
+            target_categories=self._targets.get(chosen.offer_id, ()),
+        )
+
+    def learn(self, resolution: Resolution) -> None:
+        """Feed a resolved window to the bandit (every arm's data: the model is contextual)."""
+        offer = resolution.offer
+        if offer.context:
+            self.bandit.learn_one(offer.offer_id, offer.context, float(resolution.converted))
+
+    def _context(
+        self,
+        decision: OfferDecision,
+        event: Click,
+        features: Mapping[str, float],
+        top_categories: tuple[tuple[str, float], ...],
+        intent: Mapping[str, float] | None,
+    ) -> list[float]:
+        targets = self._targets.get(decision.offer_id, ())
+        total = sum(w for _, w in top_categories if w > 0.0)
+        if targets and total > 0.0:
+            affinity = sum(w for c, w in top_categories if c in targets and w > 0.0) / total
+        else:
+            affinity = 0.0
+        return context_vector(
+            features,
+            decision.propensity,
+            decision.segment,
+            self.n_segments,
+            intent,
+            affinity,
+            event.category in targets,
+            not targets,
+            decision.score,
+        )

@@ -1,0 +1,282 @@
+"""Online text models on feedback text: learned sentiment and topics, English and Chinese.
+
+``TextSentiment`` is a River ``BagOfWords | MultinomialNB`` that learns positive / negative from
+the feedback that comes with a star rating (4-5 positive, 1-2 negative, 3 skipped) and scores
+the feedback that comes without one. Its score ``P(pos) - P(neg)`` is blended with the lexicon
+(``models.sentiment.LexiconSentiment``): the model's weight grows with the rarer class's count,
+``m / (m + blend_examples)`` capped at ``max_model_weight``, so a young model defers to the
+lexicon and a model that saw only one class never speaks.
+
+``TopicClassifier`` labels a text delivery, refund, product_quality, billing or other. Keyword
+seeds (English words, Chinese words matched as substrings) vote; a strict winner is the topic,
+and an unambiguous seed match (one topic voted) also teaches a ``BagOfWords | MultinomialNB``,
+which answers for texts the seeds miss once it has seen ``topic_min_examples`` and is at least
+``topic_min_proba`` sure. Both models use ``models.sentiment.tokenize`` (Chinese runs become
+characters and bigrams, so they are never tokenised into nothing).
+
+``FeedbackText`` is the pair the model bundle checkpoints, plus the reply template.
+
+>>> text = FeedbackText()
+>>> text.learn("Package never arrived, terrible", 1)
+>>> text.sentiment.n_learned, text.topics.n_learned
+(1, 1)
+>>> insight = text.analyze("快递太慢了, 包装也坏了")
+>>> insight.topic, insight.topic_source, insight.language
+('delivery', 'seed', 'zh')
+>>> text.analyze("The support agent hung up on me").topic
+'other'
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from river import feature_extraction, naive_bayes
+from river.compose import Pipeline
+
+from models.replies import TOPICS, Language, Topic, detect_language, reply_template
+from models.sentiment import LexiconSentiment, tokenize
+from models.settings import TextSettings
+
+__all__ = ["FeedbackInsight", "FeedbackText", "TextSentiment", "TopicClassifier"]
+
+TopicSource = Literal["seed", "model", "none"]
+
+_SEEDS: Final[dict[Topic, tuple[frozenset[str], tuple[str, ...]]]] = {
+    "delivery": (
+        frozenset({
+            "delivery", "deliver", "delivered", "shipping", "shipped", "shipment", "package",
+            "parcel", "courier", "arrived", "arrive", "arrival", "tracking", "late", "box",
+            "carrier", "dispatch", "dispatched", "postman", "lost",
+        }),
+        ("快递", "物流", "包裹", "配送", "送货", "发货", "到货", "收到", "送达", "包装", "快件"),
+    ),
+    "refund": (
+        frozenset({
+            "refund", "refunded", "refunds", "return", "returned", "returns", "reimburse",
+            "reimbursed", "money", "chargeback", "exchange",
+        }),
+        ("退款", "退货", "退钱", "退回", "到账", "换货"),
+    ),
+    "product_quality": (
+        frozenset({
+            "quality", "broke", "broken", "defective", "material", "described", "fake",
+            "faulty", "flimsy", "scratched", "stopped", "working", "cheaply", "made", "fabric",
+            "torn", "leaking", "size", "fit",
+        }),
+        ("质量", "做工", "材料", "坏了", "描述", "假货", "劣质", "不符", "瑕疵", "尺码", "材质"),
+    ),
+    "billing": (
+        frozenset({
+            "charged", "charge", "charges", "invoice", "bill", "billed", "billing", "payment",
+            "paid", "pay", "overcharged", "amount", "card", "receipt", "twice", "vat",
+        }),
+        ("扣", "账单", "发票", "付款", "支付", "金额", "收费", "扣款", "多收"),
+    ),
+}  # fmt: skip
+
+
+def _nb() -> Pipeline:
+    return feature_extraction.BagOfWords(tokenizer=tokenize) | naive_bayes.MultinomialNB(alpha=1.0)
+
+
+class TextSentiment:
+    """Sentiment learned from rated feedback, blended with the lexicon while young.
+
+    Parameters
+    ----------
+    lexicon
+        The rule-based scorer (a fresh ``LexiconSentiment`` when None).
+    blend_examples, max_model_weight
+        The model's weight is ``min(m / (m + blend_examples), max_model_weight)`` with ``m``
+        the rarer class's count of learned examples.
+    """
+
+    def __init__(
+        self,
+        lexicon: LexiconSentiment | None = None,
+        blend_examples: int = 50,
+        max_model_weight: float = 0.7,
+    ) -> None:
+        self.lexicon = LexiconSentiment() if lexicon is None else lexicon
+        self.blend_examples = blend_examples
+        self.max_model_weight = max_model_weight
+        self._model = _nb()
+        self._counts = {False: 0, True: 0}
+
+    @property
+    def n_learned(self) -> int:
+        return self._counts[False] + self._counts[True]
+
+    @property
+    def weight(self) -> float:
+        """The learned model's share of a text-only score, in ``[0, max_model_weight]``."""
+        m = min(self._counts.values())
+        return min(m / (m + self.blend_examples), self.max_model_weight)
+
+    # -- the model protocol: x is the text, y True for positive ------------------------
+
+    def learn_one(self, x: str, y: bool) -> None:
+        self._model.learn_one(x, bool(y))
+        self._counts[bool(y)] += 1
+
+    def predict_proba_one(self, x: str) -> dict[bool, float]:
+        proba = self._model.predict_proba_one(x)
+        p = proba.get(True, 0.5) if len(proba) == 2 else 0.5
+        return {False: 1.0 - p, True: p}
+
+    def learn_many(self, X: Sequence[str], y: Sequence[bool]) -> None:
+        for x, label in zip(X, y, strict=True):
+            self.learn_one(x, label)
+
+    def predict_proba_many(self, X: Sequence[str]) -> list[dict[bool, float]]:
+        return [self.predict_proba_one(x) for x in X]
+
+    # -- feedback -----------------------------------------------------------------------
+
+    def learn_rating(self, text: str | None, rating: int | None) -> bool:
+        """Learn from a rated text (4-5 positive, 1-2 negative); True when it learned."""
+        if rating is None or rating == 3 or not text or not text.strip():
+            return False
+        self.learn_one(text, rating >= 4)
+        return True
+
+    def score(self, text: str | None, rating: int | None) -> float | None:
+        """Sentiment in ``[-1, 1]``; with a rating, exactly the lexicon's (rating + text)."""
+        if rating is not None or not text or not text.strip():
+            return self.lexicon.score(text, rating)
+        lex = self.lexicon.score_text(text)
+        w = self.weight
+        if w <= 0.0:
+            return lex
+        proba = self.predict_proba_one(text)
+        learned = proba[True] - proba[False]
+        return round(w * learned + (1.0 - w) * lex, self.lexicon.digits)
+
+
+class TopicClassifier:
+    """Keyword seeds (en + zh) first, then a model learned online from unambiguous seed matches.
+
+    Parameters
+    ----------
+    min_examples
+        Seed-labelled examples the model needs before it answers on its own.
+    min_proba
+        The model's best topic needs at least this probability, else the topic is ``other``.
+    """
+
+    def __init__(self, min_examples: int = 30, min_proba: float = 0.6) -> None:
+        self.min_examples = min_examples
+        self.min_proba = min_proba
+        self._model = _nb()
+        self.n_learned = 0
+
+    @staticmethod
+    def seed_votes(text: str) -> dict[Topic, int]:
+        """How many seed keywords of each topic ``text`` contains (topics with none left out)."""
+        folded = unicodedata.normalize("NFKC", text).lower()
+        tokens = set(tokenize(folded))
+        votes: dict[Topic, int] = {}
+        for topic, (words, zh) in _SEEDS.items():
+            n = len(words & tokens) + sum(1 for w in zh if w in folded)
+            if n:
+                votes[topic] = n
+        return votes
+
+    def classify(self, text: str | None) -> tuple[Topic, float, TopicSource]:
+        """``(topic, confidence, source)``: a strict seed winner, else the model, else other."""
+        if not text or not text.strip():
+            return "other", 0.0, "none"
+        votes = self.seed_votes(text)
+        if votes:
+            ranked = sorted(votes.values(), reverse=True)
+            if len(ranked) == 1 or ranked[0] > ranked[1]:
+                best = max(votes, key=votes.__getitem__)
+                return best, ranked[0] / sum(ranked), "seed"
+        if self.n_learned >= self.min_examples:
+            proba = self._model.predict_proba_one(text)
+            if proba:
+                topic = max(proba, key=proba.__getitem__)
+                if proba[topic] >= self.min_proba and topic in TOPICS:
+                    return topic, float(proba[topic]), "model"
+        return "other", 0.0, "none"
+
+    def learn_one(self, x: str, y: Topic) -> None:
+        self._model.learn_one(x, y)
+        self.n_learned += 1
+
+    def predict_proba_one(self, x: str) -> dict[str, float]:
+        return self._model.predict_proba_one(x)
+
+    def learn_many(self, X: Sequence[str], y: Sequence[Topic]) -> None:
+        for x, label in zip(X, y, strict=True):
+            self.learn_one(x, label)
+
+    def predict_proba_many(self, X: Sequence[str]) -> list[dict[str, float]]:
+        return [self.predict_proba_one(x) for x in X]
+
+    def learn_from_seeds(self, text: str | None) -> bool:
+        """Learn ``text`` when exactly one topic's seeds match it; True when it learned."""
+        if not text or not text.strip():
+            return False
+        votes = self.seed_votes(text)
+        if len(votes) != 1:
+            return False
+        (topic,) = votes
+        self.learn_one(text, topic)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackInsight:
+    """What a feedback text is about and how to answer it."""
+
+    topic: Topic
+    topic_confidence: float
+    topic_source: TopicSource
+    language: Language
+    reply_template: str
+
+    def details(self) -> dict[str, str | float]:
+        """The fields a ``negative_feedback`` alert carries."""
+        return {
+            "topic": self.topic,
+            "topic_confidence": round(self.topic_confidence, 4),
+            "topic_source": self.topic_source,
+            "language": self.language,
+            "reply_template": self.reply_template,
+        }
+
+
+class FeedbackText:
+    """The feedback text models of a worker: learned sentiment and topics, checkpointed."""
+
+    def __init__(
+        self,
+        settings: TextSettings | None = None,
+        *,
+        lexicon: LexiconSentiment | None = None,
+    ) -> None:
+        s = TextSettings() if settings is None else settings
+        self.sentiment = TextSentiment(lexicon, s.blend_examples, s.max_model_weight)
+        self.topics = TopicClassifier(s.topic_min_examples, s.topic_min_proba)
+
+    @property
+    def n_learned(self) -> int:
+        return self.sentiment.n_learned + self.topics.n_learned
+
+    def score(self, text: str | None, rating: int | None) -> float | None:
+        return self.sentiment.score(text, rating)
+
+    def learn(self, text: str | None, rating: int | None) -> None:
+        """Learn from one new (not replayed) feedback event."""
+        self.sentiment.learn_rating(text, rating)
+        self.topics.learn_from_seeds(text)
+
+    def analyze(self, text: str | None) -> FeedbackInsight:
+        topic, confidence, source = self.topics.classify(text)
+        language = detect_language(text)
+        return FeedbackInsight(topic, confidence, source, language, reply_template(topic, language))

@@ -1,0 +1,225 @@
+"""The learning loop around offers: contact state in, arbitration, outcomes out.
+
+``Pipeline.handle`` calls, per batch:
+
+1. ``prepare(events)``: one Redis round trip for the contact state of the batch's clickers
+   (opt-outs, negative-feedback blocks, per-offer caps);
+2. ``choose(...)`` per click, instead of the fixed policy: contact policy, control group,
+   bandit (``models/arbiter.py``);
+3. ``finish(out, events)`` after the frequency cap: one round trip that opens the published
+   offers' attribution windows, attributes the batch's purchases and opens feedback blocks;
+   conversions become ``OfferOutcome`` records and bandit updates right away;
+
+and the 1 s timer calls ``expire(now)`` for the windows that ended by event time.
+Counters per offer and per arm (impressions, conversions, rate) feed ``/stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from features.events import Event, Purchase
+from features.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
+from features.store import FeatureStoreError
+from models.arbiter import Choice, OfferArbiter
+from models.contact import NEGATIVE_FEEDBACK
+from models.policy import OfferPolicy
+from streams.records import Alert, Offer, OfferOutcome
+from streams.settings import Settings
+
+__all__ = ["OfferLoop", "parse_suppression"]
+
+logger = logging.getLogger(__name__)
+
+
+class OfferLoop:
+    """Arbitration, contact policy and outcome tracking for one worker."""
+
+    def __init__(self, settings: Settings, policy: OfferPolicy) -> None:
+        d = settings.decision
+        self.settings = settings
+        self.arbiter = OfferArbiter(policy, d, n_segments=settings.models.n_segments)
+        self.store = OutcomeStore(settings.redis.key_prefix, d.attribution_window_minutes * 60.0)
+        self._window_s = d.attribution_window_minutes * 60.0
+        self._block_s = d.negative_feedback_block_hours * 3600.0
+        self._states: dict[str, ContactState] = {}
+        self._choices: dict[str, Choice] = {}  # offer_event_id -> choice, for this batch
+        self.impressions: Counter[str] = Counter()
+        self.conversions: Counter[str] = Counter()
+        self.resolved: Counter[str] = Counter()
+        self.arm_impressions: Counter[str] = Counter()
+        self.arm_conversions: Counter[str] = Counter()
+        self.arm_resolved: Counter[str] = Counter()
+        self.revenue = 0.0
+
+    async def start(self, client: Redis | RedisCluster) -> None:
+        await self.store.start(client)
+
+    async def prepare(self, events: Sequence[Event]) -> None:
+        """Read the contact state of every customer with a click in ``events``."""
+        self._choices.clear()
+        cids = [e.customer_id for e in events if e.kind == "click"]
+        self._states = await self.store.contact_states(cids)
+
+    def choose(
+        self,
+        event: Event,
+        features: Mapping[str, float],
+        top_categories: tuple[tuple[str, float], ...],
+        propensity: float,
+        segment: int,
+        intent: Mapping[str, float] | None,
+        model_version: str,
+        explain: Sequence[tuple[str, float]] = (),
+    ) -> Any:
+        """The ``OfferDecision`` for this click, or None; remembers the arm and context."""
+        state = self._states.get(event.customer_id)
+        choice = self.arbiter.choose(
+            event,
+            features,
+            top_categories,
+            propensity,
+            segment,
+            intent,
+            model_version,
+            state,
+            explain,
+        )
+        if choice is None:
+            return None
+        self._choices[choice.decision.offer_event_id] = choice
+        return choice.decision
+
+    def note_alerts(self, alerts: Sequence[Alert]) -> None:
+        """A negative-feedback alert blocks later clicks of the same batch too."""
+        for a in alerts:
+            if a.type == NEGATIVE_FEEDBACK:
+                state = self._states.setdefault(a.customer_id, ContactState())
+                self.arbiter.contact.note_negative_feedback(a.event_ts, state)
+
+    async def finish(
+        self, offers: list[Offer], alerts: Sequence[Alert], events: Sequence[Event]
+    ) -> list[OfferOutcome]:
+        """Open windows for ``offers`` (replays keep their first offer id), attribute the
+        batch's purchases, block on negative feedback; returns the conversions."""
+        opened: list[OpenOffer] = []
+        for o in offers:
+            choice = self._choices.get(o.offer_event_id)
+            opened.append(
+                OpenOffer(
+                    offer_event_id=o.offer_event_id,
+                    customer_id=o.customer_id,
+                    offer_id=o.offer_id,
+                    target_categories=choice.target_categories if choice else (),
+                    arm=choice.arm if choice else "fixed",
+                    ts=o.event_ts,
+                    deadline=o.event_ts + self._window_s,
+                    context=choice.context if choice else (),
+                    trigger_event_id=o.trigger_event_id,
+                )
+            )
+        purchases = [e for e in events if isinstance(e, Purchase)]
+        negative = [
+            (a.customer_id, a.event_ts + self._block_s)
+            for a in alerts
+            if a.type == NEGATIVE_FEEDBACK and self._block_s > 0
+        ]
+        if not (opened or purchases or negative):
+            return []
+        existing, conversions = await self.store.record(opened, purchases, negative)
+        for k, o in enumerate(offers):
+            first = existing.get(o.offer_event_id)
+            if first is None:
+                self.impressions[o.offer_id] += 1
+                self.arm_impressions[opened[k].arm] += 1
+            elif first.offer_id != o.offer_id:
+                o.offer_id = first.offer_id  # a replay decided differently: keep the first
+        self._choices.clear()
+        return self._resolve(conversions)
+
+    async def expire(self, now: float) -> list[OfferOutcome]:
+        """Non-conversions of the windows that ended by ``now`` (event time)."""
+        if now <= 0.0 or not self.store.started:
+            return []
+        try:
+            resolutions = await self.store.expire(now)
+        except FeatureStoreError as exc:  # the next tick tries again
+            logger.warning("offer outcome expiry skipped: %s", exc)
+            return []
+        return self._resolve(resolutions)
+
+    async def suppress(self, changes: Sequence[tuple[str, bool, str]]) -> None:
+        await self.store.set_suppressions(changes)
+
+    def _resolve(self, resolutions: Sequence[Resolution]) -> list[OfferOutcome]:
+        out = []
+        for r in resolutions:
+            o = r.offer
+            self.arbiter.learn(r)
+            self.resolved[o.offer_id] += 1
+            self.arm_resolved[o.arm] += 1
+            if r.converted:
+                self.conversions[o.offer_id] += 1
+                self.arm_conversions[o.arm] += 1
+                self.revenue += r.revenue
+            out.append(
+                OfferOutcome(
+                    offer_event_id=o.offer_event_id,
+                    customer_id=o.customer_id,
+                    offer_id=o.offer_id,
+                    converted=r.converted,
+                    order_id=r.order_id,
+                    revenue=r.revenue,
+                    arm=o.arm,
+                    offer_ts=o.ts,
+                    ts=r.ts,
+                )
+            )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Per offer and per arm: impressions, resolved windows, conversions and rate."""
+
+        def row(imp: int, res: int, conv: int) -> dict[str, Any]:
+            return {
+                "impressions": imp,
+                "resolved": res,
+                "conversions": conv,
+                "rate": round(conv / res, 4) if res else None,
+            }
+
+        offers = sorted(set(self.impressions) | set(self.resolved))
+        arms = sorted(set(self.arm_impressions) | set(self.arm_resolved))
+        return {
+            "offer_outcomes": {
+                o: row(self.impressions[o], self.resolved[o], self.conversions[o]) for o in offers
+            },
+            "arms": {
+                a: row(self.arm_impressions[a], self.arm_resolved[a], self.arm_conversions[a])
+                for a in arms
+            },
+            "attributed_revenue": round(self.revenue, 2),
+            "contact_policy": dict(self.arbiter.counters),
+            "bandit_learned": self.arbiter.bandit.n_learned,
+        }
+
+
+def parse_suppression(value: bytes | None) -> tuple[str, bool, str] | None:
+    """``{customer_id, suppressed (default true), reason}`` from the suppressions topic."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    cid, suppressed, reason = doc.get("customer_id"), doc.get("suppressed", True), doc.get("reason")
+    if not isinstance(cid, str) or not cid or len(cid) > 128 or not isinstance(suppressed, bool):
+        return None
+    return cid, suppressed, reason if isinstance(reason, str) else ""

@@ -1,0 +1,135 @@
+"""Co-occurrence recommendations on a real Valkey: learning, decay, bounds, fallback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio
+
+from features.cooccurrence import (
+    CooccurrenceStore,
+    RecommendRequest,
+    category_key,
+    item_key,
+)
+from features.events import Click, Purchase, PurchaseItem
+from features.settings import RecommendSettings
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def view(eid: str, cid: str, ts: float, item: str, cat: str = "toys") -> Click:
+    return Click(eid, cid, "s-" + cid, ts, "view", item, cat)
+
+
+def buy(eid: str, cid: str, ts: float, *items: str, cat: str = "toys") -> Purchase:
+    lines = tuple(PurchaseItem(i, cat, 10.0, 1) for i in items)
+    return Purchase(eid, cid, None, ts, "o-" + eid, lines, 10.0 * len(items), "EUR")
+
+
+async def learn(store: CooccurrenceStore, events: list) -> None:
+    ctx = await store.context(events)
+    await store.update(events, ctx)
+
+
+async def test_sessions_teach_co_items_and_offers_exclude_bought(
+    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
+    prefix = unique("ss")
+    store = CooccurrenceStore(aredis, RecommendSettings(n_items=3), prefix=prefix)
+    # Ten customers view a then b; five of them also c; three buy a and d together.
+    events = []
+    for n in range(10):
+        cid = f"c{n}"
+        events += [view(f"{cid}-1", cid, T0 + n, "a"), view(f"{cid}-2", cid, T0 + n + 5, "b")]
+        if n < 5:
+            events.append(view(f"{cid}-3", cid, T0 + n + 9, "c"))
+        if n < 3:
+            events.append(buy(f"{cid}-4", cid, T0 + n + 20, "a", "d"))
+    await learn(store, events[:13])  # two batches: context carries across them
+    await learn(store, events[13:])
+    co_a = await aredis.zrevrange(item_key(prefix, "a"), 0, -1)
+    assert co_a[0] == b"b" and set(co_a) == {b"b", b"c", b"d"}
+    # A new customer looking at a, by weight: b (10 views + 3 purchases of a after b, x2),
+    # c (5 + 3 x 2), d (3 baskets x 3).
+    ctx = await store.context([view("z1", "new", T0 + 100, "a")])
+    [recs] = await store.recommend([RecommendRequest("new", "a", "toys")], ctx)
+    assert recs == ["b", "c", "d"]
+    # c0 viewed a, b, c and bought a and d: those are excluded; popularity fills the rest.
+    await learn(store, [view("p1", "pop", T0 + 200, "e"), view("p2", "pop", T0 + 9000, "f")])
+    ctx = await store.context([view("z2", "c0", T0 + 100, "a")])
+    [recs] = await store.recommend([RecommendRequest("c0", "a", "toys")], ctx)
+    assert not {"a", "b", "c", "d"} & set(recs) and set(recs) == {"e", "f"}
+    assert await aredis.pttl(item_key(prefix, "a")) > 0
+    assert await aredis.pttl(f"{prefix}:{{c0}}:bought") > 0
+
+
+async def test_cold_item_falls_back_to_category_popularity(
+    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
+    prefix = unique("ss")
+    store = CooccurrenceStore(aredis, RecommendSettings(n_items=2), prefix=prefix)
+    await learn(
+        store,
+        [
+            view("1", "x", T0, "hot", "books"),
+            view("2", "y", T0 + 1, "hot", "books"),
+            view("3", "z", T0 + 2, "warm", "books"),
+            view("4", "z", T0 + 3600, "other", "toys"),  # outside the pair window
+        ],
+    )
+    assert await aredis.exists(item_key(prefix, "other")) == 0, "no pair across sessions"
+    ctx = await store.context([view("5", "q", T0 + 4000, "brand-new", "books")])
+    out = await store.update(
+        [view("5", "q", T0 + 4000, "brand-new", "books")],
+        ctx,
+        [
+            RecommendRequest("q", "brand-new", "books", ("toys",)),
+        ],
+    )
+    assert out == [["hot", "warm"]]
+
+
+async def test_decay_and_bounds(aredis: redis.asyncio.Redis, unique: Callable[[str], str]) -> None:
+    prefix = unique("ss")
+    settings = RecommendSettings(max_co_items=3, max_popular=4, recent_items=2, half_life_days=1)
+    store = CooccurrenceStore(aredis, settings, prefix=prefix)
+    # Old pair a-old (twice), new pair a-new (once, 2 days later): the new one wins.
+    day = 86_400.0
+    await learn(store, [view("1", "u", T0, "a"), view("2", "u", T0 + 1, "old")])
+    await learn(store, [view("3", "v", T0, "a"), view("4", "v", T0 + 1, "old")])
+    await learn(store, [view("5", "w", T0 + 2 * day, "a"), view("6", "w", T0 + 2 * day, "new")])
+    co = await aredis.zrevrange(item_key(prefix, "a"), 0, -1, withscores=True)
+    assert [m for m, _ in co] == [b"new", b"old"]
+    assert co[0][1] == pytest.approx(2 * co[1][1], rel=1e-4)  # 1 x 2^2 vs 2 x 2^0
+    # Bounds: one customer touches 8 items in one session.
+    await learn(store, [view(f"b{k}", "busy", T0 + k, f"x{k}") for k in range(8)])
+    assert await aredis.zcard(item_key(prefix, "x7")) <= 3
+    assert await aredis.zcard(category_key(prefix, "toys")) == 4
+    assert await aredis.zcard(f"{prefix}:{{busy}}:recent") == 2
+
+
+async def test_one_round_trip_each(
+    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
+    store = CooccurrenceStore(aredis, prefix=unique("ss"))
+    calls = []
+    real = aredis.pipeline
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    aredis.pipeline = counting  # type: ignore[method-assign]
+    events = [view(str(k), f"c{k % 7}", T0 + k, f"i{k % 11}") for k in range(200)]
+    ctx = await store.context(events)
+    out = await store.update(events, ctx, [RecommendRequest("c1", "i1", "toys")] * 5)
+    assert len(calls) == 2 and len(out) == 5 and all(out)
