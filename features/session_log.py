@@ -15,6 +15,7 @@ this batch. ``aexchange`` is the same on an asyncio client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,9 @@ import redis
 import redis.asyncio
 
 from features.keys import customer_key
+from features.store import FeatureStoreError
+
+_ATTEMPTS = 8
 
 __all__ = ["SessionLog"]
 
@@ -100,9 +104,21 @@ class SessionLog:
         """``exchange`` on a ``redis.asyncio`` client."""
         if not appends and not read:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        read_keys = self._queue(pipe, appends, read)
-        return self._decode(read_keys, await pipe.execute())
+        delay = 0.05
+        for attempt in range(_ATTEMPTS):
+            pipe = self.client.pipeline(transaction=False)
+            read_keys = self._queue(pipe, appends, read)
+            try:
+                return self._decode(read_keys, await pipe.execute())
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                # Redis blinked: wait it out like the feature store does; the caller holds the
+                # batch (no offsets move) while this raises after the last attempt.
+                if attempt == _ATTEMPTS - 1:
+                    raise FeatureStoreError(f"session log unavailable: {exc}") from exc
+                logger.warning("session log: Redis unavailable (%s), retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, keys: Sequence[SessionKey]) -> dict[SessionKey, list[Any]]:
         """Entries of ``keys`` (e.g. a finished session's clicks for fine-tuning)."""

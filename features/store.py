@@ -42,7 +42,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from features.events import Click, Event, Purchase
-from features.keys import CustomerKeys
+from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
 
 __all__ = [
@@ -285,23 +285,48 @@ class FeatureStore:
         return _result("", customer_id, row, top)
 
     async def claim_contacts(
-        self, claims: Sequence[tuple[str, str, float]], cap_seconds: float
-    ) -> list[bool]:
+        self,
+        claims: Sequence[tuple[str, str, float]],
+        cap_seconds: float,
+        payloads: Sequence[bytes] | None = None,
+    ) -> list[bool | bytes]:
         """Claim offers, each ``(customer_id, trigger_event_id, ts)``, atomically per claim.
 
-        True when allowed and recorded, or when this trigger was claimed before (a replay
-        re-emits the same offer); False when another claim lies less than ``cap_seconds``
-        from ``ts``. Claims are decided in input order, in one round trip.
+        True when allowed and recorded (with its ``payloads`` entry, the offer as it will be
+        published); False when another claim lies less than ``cap_seconds`` from ``ts``; and
+        for a trigger claimed before (a replay) the payload stored then, so the caller re-emits
+        exactly that offer even if the models would now decide otherwise (True when none was
+        stored). Claims are decided in input order, in one round trip.
         """
         if not claims:
             return []
         prefix = self.redis.key_prefix
-        calls = [
-            ("claim", (CustomerKeys.of(prefix, cid).offers,), (trigger, ts, cap_seconds))
-            for cid, trigger, ts in claims
+        bodies = payloads if payloads is not None else [b""] * len(claims)
+        calls: list[_Call] = [
+            (
+                "claim",
+                (CustomerKeys.of(prefix, cid).offers, customer_key(prefix, cid, "sent")),
+                (trigger, ts, cap_seconds, body),
+            )
+            for (cid, trigger, ts), body in zip(claims, bodies, strict=True)
         ]
         replies = await self._with_retry("claim_contacts", lambda: self._pipeline(calls))
-        return [bool(r) for r in replies]
+        return [(r or True) if isinstance(r, bytes) else bool(r) for r in replies]
+
+    async def recall_offers(self, claims: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The offers published for ``(customer_id, trigger_event_id)`` pairs, if any."""
+        if not claims:
+            return []
+        client = self.client
+        prefix = self.redis.key_prefix
+
+        async def run() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for cid, trigger in claims:
+                pipe.hget(customer_key(prefix, cid, "sent"), trigger)
+            return await pipe.execute()
+
+        return list(await self._with_retry("recall_offers", run))
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ _SIGNALS: Final = (
 )
 _ACTION_REASONS: Final = frozenset({"add_to_cart", "remove_from_cart", "checkout_start"})
 
+# What the scan checks per click: (spend_30d, cart_value, segment, propensity, intent, general
+# intent boost). A plain tuple: it is built once per click on the hot path.
+_Inputs = tuple[float, float, int, float, Mapping[str, float] | None, float]
+
 
 @dataclass(frozen=True, slots=True)
 class OfferDecision:
@@ -173,69 +177,23 @@ class OfferPolicy:
         """
         if not isinstance(event, Click):
             return None
-        action_weight = self._action_weights.get(event.action)
-        if action_weight is None:
+        prepared = self._inputs(event, features, propensity, segment, intent)
+        if prepared is None:
             return None
-        base = propensity * action_weight
-        if not base > 0.0:  # also rejects NaN
-            return None
-        spend = features.get("spend_30d", 0.0)
-        cart = features.get("cart_value", 0.0)
-        general = 1.0
-        if intent is not None:
-            p_purchase = intent.get("purchase", 0.0)
-            if p_purchase >= self._purchase_high:
-                general = 1.0 + self._purchase_boost * p_purchase
-
-        x = (spend, cart, segment, propensity, intent, general)
+        base, x = prepared
         best: _Rule | None = None
         best_score = self._min_score
         match, match_cat = "", ""
-        category = event.category
-        rules = self._by_category.get(category)
-        if rules:
-            rule, best_score = self._scan(rules, base * self._w_event, best_score, x)
+        for rules, factor, prefix, category in self._groups(
+            event.category, top_categories, base, intent
+        ):
+            rule, best_score = self._scan(rules, factor, best_score, x)
             if rule is not None:
-                best, match, match_cat = rule, "cat_match:", category
-        if top_categories:
-            w_max = 0.0
-            for _, weight in top_categories:
-                if weight > w_max:
-                    w_max = weight
-            for top, weight in top_categories:
-                if top == category or not weight > 0.0:
-                    continue
-                rules = self._by_category.get(top)
-                if rules:
-                    factor = base * self._w_top * weight / w_max
-                    rule, best_score = self._scan(rules, factor, best_score, x)
-                    if rule is not None:
-                        best, match, match_cat = rule, "top_cat:", top
-        if self._situational and intent is not None:
-            rule, best_score = self._scan(self._situational, base * self._w_event, best_score, x)
-            if rule is not None:
-                best, match, match_cat = rule, "any_cat", ""
-        if self._generic:
-            rule, best_score = self._scan(self._generic, base * self._w_any, best_score, x)
-            if rule is not None:
-                best, match, match_cat = rule, "any_cat", ""
+                best, match, match_cat = rule, prefix, category
         if best is None:
             return None
-        return OfferDecision(
-            offer_event_id=offer_event_id(event.event_id),
-            customer_id=event.customer_id,
-            trigger_event_id=event.event_id,
-            ts=event.ts,
-            offer_id=best.offer.offer_id,
-            offer_kind=best.offer.kind,
-            score=best_score,
-            propensity=propensity,
-            segment=segment,
-            reasons=self._reasons(
-                best, match + match_cat, event.action, segment, general, features
-            ),
-            intent=None if intent is None else dict(intent),
-            model_version=model_version,
+        return self._decision(
+            event, best, best_score, match + match_cat, features, x, model_version
         )
 
     def eligible(
@@ -251,72 +209,122 @@ class OfferPolicy:
         """Every eligible offer scoring above ``min_score``, best first (what ``decide`` ranks).
 
         The arbitration (``models/arbiter.py``) chooses among these; the first one is
-        ``decide``'s choice.
+        ``decide``'s choice. An offer in several scanned groups keeps its best score.
         """
         if not isinstance(event, Click):
             return []
+        prepared = self._inputs(event, features, propensity, segment, intent)
+        if prepared is None:
+            return []
+        base, x = prepared
+        best: dict[str, tuple[float, _Rule, str]] = {}
+        for rules, factor, prefix, category in self._groups(
+            event.category, top_categories, base, intent
+        ):
+            for r in rules:
+                rule, score = self._scan((r,), factor, self._min_score, x)
+                if rule is not None and score > best.get(r.offer.offer_id, (-1.0,))[0]:
+                    best[r.offer.offer_id] = (score, r, prefix + category)
+        ranked = sorted(best.values(), key=lambda t: -t[0])
+        return [
+            self._decision(event, r, score, match, features, x, model_version)
+            for score, r, match in ranked
+        ]
+
+    def _inputs(
+        self,
+        event: Click,
+        features: Mapping[str, float],
+        propensity: float,
+        segment: int,
+        intent: Mapping[str, float] | None,
+    ) -> tuple[float, _Inputs] | None:
+        """The base score (propensity x action weight) and what ``_scan`` checks for this
+        click, or None when it cannot trigger: its action is not in ``offer_action_weights``
+        or the base score is not positive.
+        """
         action_weight = self._action_weights.get(event.action)
         if action_weight is None:
-            return []
+            return None
         base = propensity * action_weight
-        if not base > 0.0:
-            return []
+        if not base > 0.0:  # also rejects NaN
+            return None
         general = 1.0
         if intent is not None:
             p_purchase = intent.get("purchase", 0.0)
             if p_purchase >= self._purchase_high:
                 general = 1.0 + self._purchase_boost * p_purchase
-        spend, cart = features.get("spend_30d", 0.0), features.get("cart_value", 0.0)
-        x = (spend, cart, segment, propensity, intent, general)
-        groups: list[tuple[tuple[_Rule, ...], float, str]] = []
-        rules = self._by_category.get(event.category)
+        spend = features.get("spend_30d", 0.0)
+        cart = features.get("cart_value", 0.0)
+        return base, (spend, cart, segment, propensity, intent, general)
+
+    def _groups(
+        self,
+        category: str,
+        top_categories: tuple[tuple[str, float], ...],
+        base: float,
+        intent: Mapping[str, float] | None,
+    ) -> list[tuple[tuple[_Rule, ...], float, str, str]]:
+        """The offer groups to scan, in order: (rules, score factor, match reason, category).
+
+        The click's ``category``, then the customer's other top categories (scaled by affinity
+        relative to the strongest), then the intent offers, then the untargeted ones.
+        """
+        groups = []
+        rules = self._by_category.get(category)
         if rules:
-            groups.append((rules, base * self._w_event, "cat_match:" + event.category))
-        w_max = max((w for _, w in top_categories), default=0.0)
-        for top, weight in top_categories:
-            rules = self._by_category.get(top)
-            if rules and top != event.category and weight > 0.0:
-                groups.append((rules, base * self._w_top * weight / w_max, "top_cat:" + top))
+            groups.append((rules, base * self._w_event, "cat_match:", category))
+        if top_categories:
+            w_max = 0.0
+            for _, weight in top_categories:
+                if weight > w_max:
+                    w_max = weight
+            for top, weight in top_categories:
+                if top == category or not weight > 0.0:
+                    continue
+                rules = self._by_category.get(top)
+                if rules:
+                    groups.append((rules, base * self._w_top * weight / w_max, "top_cat:", top))
         if self._situational and intent is not None:
-            groups.append((self._situational, base * self._w_event, "any_cat"))
+            groups.append((self._situational, base * self._w_event, "any_cat", ""))
         if self._generic:
-            groups.append((self._generic, base * self._w_any, "any_cat"))
-        best: dict[str, tuple[float, _Rule, str]] = {}
-        for rules, factor, match in groups:
-            for r in rules:
-                rule, score = self._scan((r,), factor, self._min_score, x)
-                if rule is not None and score > best.get(r.offer.offer_id, (-1.0,))[0]:
-                    best[r.offer.offer_id] = (score, r, match)
-        ranked = sorted(best.values(), key=lambda t: -t[0])
-        return [
-            OfferDecision(
-                offer_event_id=offer_event_id(event.event_id),
-                customer_id=event.customer_id,
-                trigger_event_id=event.event_id,
-                ts=event.ts,
-                offer_id=r.offer.offer_id,
-                offer_kind=r.offer.kind,
-                score=score,
-                propensity=propensity,
-                segment=segment,
-                reasons=self._reasons(r, match, event.action, segment, general, features),
-                intent=None if intent is None else dict(intent),
-                model_version=model_version,
-            )
-            for score, r, match in ranked
-        ]
+            groups.append((self._generic, base * self._w_any, "any_cat", ""))
+        return groups
+
+    def _decision(
+        self,
+        event: Click,
+        rule: _Rule,
+        score: float,
+        match: str,
+        features: Mapping[str, float],
+        x: _Inputs,
+        model_version: str,
+    ) -> OfferDecision:
+        _, _, segment, propensity, intent, general = x
+        return OfferDecision(
+            offer_event_id=offer_event_id(event.event_id),
+            customer_id=event.customer_id,
+            trigger_event_id=event.event_id,
+            ts=event.ts,
+            offer_id=rule.offer.offer_id,
+            offer_kind=rule.offer.kind,
+            score=score,
+            propensity=propensity,
+            segment=segment,
+            reasons=self._reasons(rule, match, event.action, segment, general, features),
+            intent=None if intent is None else dict(intent),
+            model_version=model_version,
+        )
 
     def _scan(
         self,
         rules: tuple[_Rule, ...],
         factor: float,
         best_score: float,
-        x: tuple[float, float, int, float, Mapping[str, float] | None, float],
+        x: _Inputs,
     ) -> tuple[_Rule | None, float]:
-        """The eligible rule scoring above ``best_score`` (first one on ties), and its score.
-
-        ``x`` is (spend_30d, cart_value, segment, propensity, intent, general intent boost).
-        """
+        """The eligible rule scoring above ``best_score`` (first one on ties), and its score."""
         spend, cart, segment, propensity, intent, general = x
         best = None
         for r in rules:

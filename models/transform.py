@@ -4,7 +4,9 @@ The store gives ``dict[str, float]`` of counts, amounts, recencies and averages.
 are heavy-tailed, so they go through ``log1p``; recencies too, capped at ``NEVER_S`` (what the
 store writes when something never happened, also used when the recency is missing). A missing or
 non-finite feature is 0; unknown names are ignored, so the output always has the same keys in the
-same order (``FEATURE_NAMES``), which lets batch paths build a fixed-column matrix.
+same order (``FEATURE_NAMES``), which lets batch paths build a fixed-column matrix. Every store
+feature (``features.store.FEATURE_NAMES``) that is not a recency or one of ``LINEAR_FEATURES`` is
+a count or an amount.
 
 >>> x = model_inputs({"clicks_5m": 3, "spend_30d": 120.5, "rating_avg": 4.5, "other": 1})
 >>> round(x["clicks_5m"], 4), round(x["spend_30d"], 4), x["rating_avg"], x["carts_1h"]
@@ -21,6 +23,9 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
+from features.store import FEATURE_NAMES as STORE_FEATURES
+from features.store import NEVER_SECONDS
+
 __all__ = [
     "FEATURE_NAMES",
     "LINEAR_FEATURES",
@@ -31,23 +36,14 @@ __all__ = [
     "model_inputs",
 ]
 
-NEVER_S: Final = 1e7
+NEVER_S: Final = NEVER_SECONDS
 
-_WINDOWS: Final = ("5m", "1h", "24h", "30d")
-
-LOG_FEATURES: Final[tuple[str, ...]] = (
-    *(f"{name}_{w}" for name in ("clicks", "carts", "purchases", "spend") for w in _WINDOWS),
-    "avg_order_value",
-    "cart_value",
-    "cart_items",
-    "session_clicks",
-    "session_carts",
-    "session_checkouts",
-    "feedback_count",
-    "n_categories",
-)
 RECENCY_FEATURES: Final[tuple[str, ...]] = ("secs_since_last_click", "secs_since_last_purchase")
 LINEAR_FEATURES: Final[tuple[str, ...]] = ("rating_avg", "sentiment_avg", "category_affinity")
+# Every other store feature is a count or an amount, in the store's order.
+LOG_FEATURES: Final[tuple[str, ...]] = tuple(
+    name for name in STORE_FEATURES if name not in RECENCY_FEATURES + LINEAR_FEATURES
+)
 FEATURE_NAMES: Final[tuple[str, ...]] = LOG_FEATURES + RECENCY_FEATURES + LINEAR_FEATURES
 
 

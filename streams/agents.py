@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from faust.types import EventT, StreamT
 
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
@@ -236,17 +237,41 @@ class Pipeline:
                 candidates.append((offer, result))
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
-        if candidates:
-            cap_s = self.settings.decision.frequency_cap_minutes * 60.0
-            allowed = await self.store.claim_contacts(
-                [(o.customer_id, o.trigger_event_id, o.event_ts) for o, _ in candidates], cap_s
-            )
-            out.offers = [o for (o, _), ok in zip(candidates, allowed, strict=True) if ok]
-            watch.lap("redis")
+        out.offers = await self._claim(candidates, out.duplicates)
+        watch.lap("redis")
         await self.insights.finish(valid, results, out.offers)
         out.alerts = self.insights.admit(out.alerts)
         out.outcomes = await self.offer_loop.finish(out.offers, out.alerts, valid)
         return out
+
+    async def _claim(
+        self, candidates: Sequence[tuple[Offer, FeatureResult]], duplicates: Sequence[Event]
+    ) -> list[Offer]:
+        """The offers to publish: those whose contact claim (the frequency cap) succeeds.
+
+        A replayed trigger gets back exactly the offer published for it the first time, even
+        when the models would now decide otherwise or not offer at all, so an offer that was
+        claimed before a crash is never lost and its id and content never change.
+        """
+        offers: list[Offer] = []
+        if candidates:
+            cap_s = self.settings.decision.frequency_cap_minutes * 60.0
+            claims = await self.store.claim_contacts(
+                [(o.customer_id, o.trigger_event_id, o.event_ts) for o, _ in candidates],
+                cap_s,
+                [o.dumps() for o, _ in candidates],
+            )
+            for (offer, _), got in zip(candidates, claims, strict=True):
+                if isinstance(got, bytes):
+                    offers.append(Offer.from_data(orjson.loads(got)))
+                elif got:
+                    offers.append(offer)
+        decided = {o.trigger_event_id for o, _ in candidates}
+        replayed = [e for e in duplicates if isinstance(e, Click) and e.event_id not in decided]
+        if replayed:
+            sent = await self.store.recall_offers([(e.customer_id, e.event_id) for e in replayed])
+            offers.extend(Offer.from_data(orjson.loads(p)) for p in sent if p)
+        return offers
 
     @property
     def model_version(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams.agents import Pipeline, register
 from streams.app import StreamscoreApp, create_app
@@ -28,18 +29,34 @@ def build_app(settings: Settings) -> tuple[StreamscoreApp, Pipeline]:
     return app, pipeline
 
 
+async def _create_topics_when_reachable(settings: Settings) -> None:
+    """Create missing topics, waiting for the broker (with backoff) while it is unreachable."""
+    t = settings.topics
+    delay = 0.5
+    while True:
+        try:
+            await create_topics(
+                settings.kafka.bootstrap_servers,
+                [*t.inputs, t.offers, t.alerts, t.dead_letters],
+                partitions=t.partitions,
+                replication_factor=t.replication_factor,
+            )
+            return
+        except (KafkaError, OSError) as exc:
+            logger.warning(
+                "broker %s not reachable (%r); retrying in %.1fs",
+                settings.kafka.bootstrap_servers,
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
     setup_logging(settings.worker.log_level, json=settings.worker.log_json)
-    t = settings.topics
-    asyncio.run(
-        create_topics(
-            settings.kafka.bootstrap_servers,
-            [*t.inputs, t.offers, t.alerts, t.dead_letters],
-            partitions=t.partitions,
-            replication_factor=t.replication_factor,
-        )
-    )
+    asyncio.run(_create_topics_when_reachable(settings))
     app, _ = build_app(settings)
     logger.info(
         "starting worker %s on %s (fetch wait %s ms, session timeout %ss)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 
 import redis
@@ -11,13 +10,11 @@ import redis.asyncio
 import torch
 
 from features.session_log import SessionLog
-from models.intent import IntentEncoder, IntentNet, IntentStep
 from models.intent_batcher import IntentBatcher
 from models.settings import IntentSettings
+from tests.models.test_intent_batcher import interleaved, make_net
 
 torch.set_num_threads(1)
-
-T0 = 1_700_000_000.0
 
 
 def test_exchange_reads_before_appending_and_bounds(
@@ -71,37 +68,8 @@ def test_async_client(redis_url: str, unique: Callable[[str], str]) -> None:
     assert asyncio.run(main()) == {("c9", "s9"): [{"a": 1}]}
 
 
-def _steps(n_sessions: int, n_steps: int, seed: int) -> list[IntentStep]:
-    rng = random.Random(seed)
-    left = {i: n_steps for i in range(n_sessions)}
-    t = T0
-    out = []
-    while left:
-        i = rng.choice(sorted(left))
-        left[i] -= 1
-        if not left[i]:
-            del left[i]
-        t += rng.uniform(0.1, 5)
-        action = rng.choice(["view", "search", "add_to_cart", "remove_from_cart"])
-        out.append(
-            IntentStep(
-                f"c{i}",
-                f"s{i}",
-                t,
-                action,
-                rng.choice("xyz"),
-                f"i{rng.randrange(9)}",
-                rng.choice([None, 9.5, 30.0]),
-                {"prior_orders": float(i % 4)},
-            )
-        )
-    return out
-
-
 def _worker(log: SessionLog | None, max_sessions: int = 1000) -> IntentBatcher:
-    enc = IntentEncoder(category_buckets=16, item_buckets=16, customer_features=("prior_orders",))
-    torch.manual_seed(0)
-    net = IntentNet(enc.n_numeric, category_buckets=16, item_buckets=16, hidden_size=16)
+    net, enc = make_net()
     return IntentBatcher(net, enc, IntentSettings(device="cpu", max_sessions=max_sessions), log=log)
 
 
@@ -114,7 +82,7 @@ def _assert_close(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
 def test_intent_after_rebalance_equals_intent_without(
     redis_client: redis.Redis, unique: Callable[[str], str]
 ) -> None:
-    steps = _steps(20, 10, seed=1)
+    steps = interleaved(20, 10, seed=1)
     batches = [steps[i : i + 16] for i in range(0, len(steps), 16)]
     ref = _worker(None)
     reference = [r for b in batches for r in ref.step_many(b)]
@@ -132,7 +100,7 @@ def test_intent_after_rebalance_equals_intent_without(
 def test_intent_after_eviction_equals_intent_without(
     redis_client: redis.Redis, unique: Callable[[str], str]
 ) -> None:
-    steps = _steps(20, 6, seed=2)
+    steps = interleaved(20, 6, seed=2)
     batches = [steps[i : i + 4] for i in range(0, len(steps), 4)]
     ref = _worker(None)
     reference = [r for b in batches for r in ref.step_many(b)]

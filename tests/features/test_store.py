@@ -10,7 +10,7 @@ import redis
 from redis.crc import key_slot
 
 from features.events import Click, Event, Feedback, Purchase, PurchaseItem
-from features.keys import CustomerKeys
+from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
 from features.store import (
     FEATURE_NAMES,
@@ -255,11 +255,11 @@ async def test_every_key_has_a_ttl_and_one_slot(
     ttl_ms = store.settings.customer_ttl_days * 86_400_000
     prefix = store.redis.key_prefix
     found = sorted(k.decode() for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000))
-    assert len(found) == 3 * len(customers)
+    assert len(found) == 4 * len(customers)  # state, seen, offers and the sent-offer log
     for key in found:
         assert 0 < redis_client.pttl(key) <= ttl_ms, key
     for c in customers:
-        keys = CustomerKeys.of(prefix, c).all
+        keys = (*CustomerKeys.of(prefix, c).all, customer_key(prefix, c, "sent"))
         assert set(keys) <= set(found)
         slots = {redis_client.execute_command("CLUSTER", "KEYSLOT", k) for k in keys}
         assert slots == {key_slot(keys[0].encode())}

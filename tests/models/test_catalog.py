@@ -11,17 +11,7 @@ import pytest
 from models.catalog import Catalog, CatalogError, Offer, load_catalog
 from models.policy import OfferPolicy
 from models.settings import DecisionSettings
-
-SIMULATOR_CATEGORIES = {
-    "electronics",
-    "fashion",
-    "home",
-    "beauty",
-    "sports",
-    "books",
-    "toys",
-    "grocery",
-}
+from streams.simulator import CATEGORIES
 
 
 def offer(**overrides: Any) -> dict[str, Any]:
@@ -34,7 +24,7 @@ def test_default_catalog_covers_the_simulator_categories() -> None:
     catalog = Catalog.load()
     assert 8 <= len(catalog) <= 14
     targeted = {c for o in catalog for c in o.target_categories}
-    assert targeted == SIMULATOR_CATEGORIES
+    assert targeted == set(CATEGORIES)
     assert any(o.kind == "cart_saver" and o.intent == "abandon" for o in catalog)
     assert any(not o.target_categories for o in catalog)  # some generic offers
 

@@ -12,6 +12,7 @@ from models.catalog import Catalog
 from models.ids import offer_event_id
 from models.policy import OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
+from streams.simulator import CATEGORIES
 
 TS = 1_700_000_000.0
 INTENT_NEUTRAL = {"purchase": 0.2, "abandon": 0.2, "browse": 0.6}
@@ -220,16 +221,7 @@ def test_default_catalog_decisions_make_sense() -> None:
     assert saver is not None and saver.offer_kind == "cart_saver"
     newcomer = decide(policy, event=click("view", "garden"), features={})
     assert newcomer is not None and newcomer.offer_id == "welcome-10off"
-    for category in (
-        "electronics",
-        "fashion",
-        "home",
-        "beauty",
-        "sports",
-        "books",
-        "toys",
-        "grocery",
-    ):
+    for category in CATEGORIES:
         assert decide(policy, event=click("add_to_cart", category), features=features)
 
 

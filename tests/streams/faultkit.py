@@ -1,0 +1,378 @@
+"""Shared tools of the fault tests: simulated input, ground truth, and exact checks.
+
+The ground truth is computed from the generated documents alone (no streamscore code): per
+customer, the clicks, add-to-carts, purchases, spend and feedback in the 24 h and 30 d windows,
+all of which are order-independent, so they must match Redis exactly whatever order, replay
+or crash the worker went through. Events are generated two hours in the past so every event
+lies inside both windows when read back with ``FeatureStore.get(cid, now)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from features.settings import RedisSettings
+from features.store import FeatureStore
+from models.ids import alert_id, offer_event_id
+from streams.simulator import Simulator
+
+__all__ = [
+    "COMPARED",
+    "Comparison",
+    "Outputs",
+    "Truth",
+    "applied_ids",
+    "committed_and_end",
+    "compare_features",
+    "input_index",
+    "inputs_of",
+    "produce_all",
+    "read_features",
+    "read_offer_claims",
+    "read_outputs",
+    "record",
+    "simulate",
+    "wait_drained",
+    "wait_until",
+]
+
+logger = logging.getLogger(__name__)
+
+# Order-independent features that the ground truth predicts exactly.
+COMPARED = (
+    "clicks_24h",
+    "clicks_30d",
+    "carts_24h",
+    "carts_30d",
+    "purchases_24h",
+    "purchases_30d",
+    "spend_24h",
+    "spend_30d",
+    "feedback_count",
+)
+
+
+@dataclass
+class Truth:
+    """What the input says each customer's features must be."""
+
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
+    event_ids: set[str] = field(default_factory=set)
+    n_events: int = 0
+
+
+def simulate(
+    env: dict[str, str], n: int, *, seed: int, customers: int = 500
+) -> tuple[list[tuple[str, bytes, bytes]], Truth]:
+    """``n`` simulated events routed to the test's topics, and their ground truth."""
+    topic = {
+        "clicks": env["STREAMSCORE_TOPICS__CLICKS"],
+        "purchases": env["STREAMSCORE_TOPICS__PURCHASES"],
+        "feedback": env["STREAMSCORE_TOPICS__FEEDBACK"],
+    }
+    sim = Simulator(customers, seed=seed, start_ts=float(int(time.time()) - 7200))
+    records: list[tuple[str, bytes, bytes]] = []
+    truth = Truth()
+    rows: dict[str, Counter[str]] = defaultdict(Counter)
+    for e in sim.events(n, rate=200.0):
+        records.append((topic[e.topic], e.key, e.value))
+        doc = e.doc
+        if doc is None:
+            continue
+        truth.n_events += 1
+        truth.event_ids.add(doc["event_id"])
+        row = rows[doc["customer_id"]]
+        if e.topic == "clicks":
+            row["clicks"] += 1
+            row["carts"] += doc["action"] == "add_to_cart"
+        elif e.topic == "purchases":
+            row["purchases"] += 1
+            row["spend"] += doc["total"]
+        else:
+            row["feedback_count"] += 1
+    for cid, row in rows.items():
+        f = {"feedback_count": float(row["feedback_count"])}
+        for metric in ("clicks", "carts", "purchases", "spend"):
+            f[f"{metric}_24h"] = f[f"{metric}_30d"] = float(row[metric])
+        truth.features[cid] = f
+    return records, truth
+
+
+def inputs_of(env: dict[str, str]) -> list[str]:
+    return [env[f"STREAMSCORE_TOPICS__{k}"] for k in ("CLICKS", "PURCHASES", "FEEDBACK")]
+
+
+def _store(env: dict[str, str]) -> FeatureStore:
+    return FeatureStore(
+        RedisSettings(
+            url=env["STREAMSCORE_REDIS__URL"],
+            key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"],
+            password=env.get("STREAMSCORE_REDIS__PASSWORD"),
+        )
+    )
+
+
+async def read_features(env: dict[str, str], customers: list[str]) -> dict[str, dict[str, float]]:
+    """Each customer's compared features as Redis holds them now (missing ones left out)."""
+    store = _store(env)
+    await store.start()
+    now = time.time()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for cid in customers:
+            r = await store.get(cid, now)
+            if r is not None:
+                out[cid] = {k: r.features[k] for k in COMPARED}
+    finally:
+        await store.close()
+    return out
+
+
+async def read_offer_claims(env: dict[str, str], customers: list[str]) -> set[str]:
+    """Trigger event ids of the offers the worker claimed in Redis (the frequency-cap sets)."""
+    from features.keys import CustomerKeys
+
+    store = _store(env)
+    await store.start()
+    try:
+        client = store._client
+        if client is None:  # pragma: no cover - start() sets it
+            raise RuntimeError("store not started")
+        pipe = client.pipeline(transaction=False)
+        prefix = env["STREAMSCORE_REDIS__KEY_PREFIX"]
+        for cid in customers:
+            pipe.zrange(CustomerKeys.of(prefix, cid).offers, 0, -1)
+        replies = await pipe.execute()
+    finally:
+        await store.close()
+    return {t.decode() for r in replies for t in r}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Redis against the ground truth, in events (clicks + purchases + feedback)."""
+
+    lost: int  # events the truth has and Redis does not
+    doubled: int  # events Redis counted more often than the truth has them
+    customers_wrong: int
+    example: str
+
+    def summary(self) -> str:
+        return (
+            f"lost={self.lost} double-counted={self.doubled} customers_wrong={self.customers_wrong}"
+        )
+
+
+def compare_features(truth: Truth, got: dict[str, dict[str, float]]) -> Comparison:
+    lost = doubled = wrong = 0
+    example = ""
+    for cid, want in truth.features.items():
+        have = got.get(cid, dict.fromkeys(COMPARED, 0.0))
+        bad = {
+            k: (want[k], have[k]) for k in COMPARED if abs(want[k] - have[k]) > 1e-6 * (1 + want[k])
+        }
+        if not bad:
+            continue
+        wrong += 1
+        example = example or f"{cid}: (want, have) {bad}"
+        for k in ("clicks_30d", "purchases_30d", "feedback_count"):
+            d = have[k] - want[k]
+            lost += max(0, int(-d))
+            doubled += max(0, int(d))
+    return Comparison(lost, doubled, wrong, example)
+
+
+@dataclass
+class Outputs:
+    offers: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    dead: list[dict[str, Any]]
+
+    def duplicates(self) -> tuple[int, int]:
+        """(duplicate offers, duplicate alerts): extra copies of the same id."""
+        o = Counter(x["offer_event_id"] for x in self.offers)
+        a = Counter(x["alert_id"] for x in self.alerts)
+        return sum(n - 1 for n in o.values()), sum(n - 1 for n in a.values())
+
+    def id_errors(self, truth: Truth) -> list[str]:
+        """Outputs whose id is not the one derived from their trigger, or whose trigger is
+        not an input event (alerts raised by the timer for cart abandonment included)."""
+        errors = []
+        for x in self.offers:
+            if x["offer_event_id"] != offer_event_id(x["trigger_event_id"]):
+                errors.append(f"offer id {x['offer_event_id']} not derived from its trigger")
+            if x["trigger_event_id"] not in truth.event_ids:
+                errors.append(f"offer trigger {x['trigger_event_id']} is no input event")
+        for x in self.alerts:
+            if x["alert_id"] != alert_id(x["trigger_event_id"], x["type"]):
+                errors.append(f"alert id {x['alert_id']} not derived from its trigger")
+            if x["trigger_event_id"] not in truth.event_ids:
+                errors.append(f"alert trigger {x['trigger_event_id']} is no input event")
+        return errors
+
+
+async def _read_all(
+    bootstrap: str, topics: list[str], quiet_s: float, timeout: float
+) -> dict[str, list[dict[str, Any]]]:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    got: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, recs in batches.items():
+                if recs:
+                    last = time.monotonic()
+                got[tp.topic].extend(orjson.loads(r.value) for r in recs)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def read_outputs(env: dict[str, str], quiet_s: float = 3.0, timeout: float = 60.0) -> Outputs:
+    """Everything in the offers, alerts and dead-letters topics (until quiet for quiet_s)."""
+    t = [env[f"STREAMSCORE_TOPICS__{k}"] for k in ("OFFERS", "ALERTS", "DEAD_LETTERS")]
+    got = asyncio.run(_read_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], t, quiet_s, timeout))
+    return Outputs(got[t[0]], got[t[1]], got[t[2]])
+
+
+async def committed_and_end(
+    bootstrap: str, group: str, topics: list[str]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The group's committed offsets (-1 when none) and the log-end offsets of ``topics``."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        end = await consumer.end_offsets(tps)
+        committed = {tp: (await consumer.committed(tp)) for tp in tps}
+    finally:
+        await consumer.stop()
+    return {tp: (-1 if c is None else c) for tp, c in committed.items()}, end
+
+
+async def produce_all(
+    bootstrap: str, records: list[tuple[str, bytes, bytes]]
+) -> dict[TopicPartition, int]:
+    """Send records in order, wait for the acks; the next offset of every partition written.
+
+    The tests take log ends from the produce acks: Tansu's ListOffsets(latest) answers an
+    offset below the real end (the base offset of a recent batch, it seems), so
+    ``end_offsets`` cannot tell whether a group has drained a partition.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    ends: dict[TopicPartition, int] = {}
+    try:
+        futures = [await producer.send(t, v, key=k) for t, k, v in records]
+        for md in await asyncio.gather(*futures):
+            tp = TopicPartition(md.topic, md.partition)
+            ends[tp] = max(ends.get(tp, 0), md.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+def wait_drained(
+    env: dict[str, str], ends: dict[TopicPartition, int], timeout: float, poll: float = 0.5
+) -> float:
+    """Until the group committed every record up to ``ends``; returns the seconds it took."""
+    start = time.monotonic()
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    group = env["STREAMSCORE_WORKER__APP_ID"]
+    last: Any = None
+    while time.monotonic() - start < timeout:
+        committed, _ = asyncio.run(committed_and_end(bootstrap, group, inputs_of(env)))
+        last = (committed, ends)
+        if all(committed.get(tp, -1) >= end for tp, end in ends.items()):
+            return time.monotonic() - start
+        time.sleep(poll)
+    raise TimeoutError(f"group did not commit all input within {timeout}s: {last}")
+
+
+def record(tmp_path: Path, name: str, numbers: dict[str, Any]) -> None:
+    """Write the test's numbers to ``tmp_path/<name>.json`` and log/print one line."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(numbers, indent=2, default=str))
+    line = f"[fault] {name}: " + " ".join(f"{k}={v}" for k, v in numbers.items())
+    logger.warning("%s", line)
+    print(line)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(poll)
+    raise TimeoutError(f"{what} not within {timeout}s")
+
+
+async def input_index(env: dict[str, str]) -> dict[tuple[str, int, int], str | None]:
+    """(topic, partition, offset) -> event_id of every input record (None when malformed)."""
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    out: dict[tuple[str, int, int], str | None] = {}
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(t, p)
+            for t in inputs_of(env)
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            for tp, recs in (await consumer.getmany(timeout_ms=200)).items():
+                for r in recs:
+                    try:
+                        eid = orjson.loads(r.value).get("event_id")
+                    except (orjson.JSONDecodeError, AttributeError):
+                        eid = None
+                    out[(tp.topic, tp.partition, r.offset)] = eid
+    finally:
+        await consumer.stop()
+    return out
+
+
+def applied_ids(redis_url: str, prefix: str, customers: list[str]) -> set[str]:
+    """Event ids the feature store recorded as applied (the customers' ``seen`` sets)."""
+    import redis
+
+    from features.keys import CustomerKeys
+
+    with redis.Redis.from_url(redis_url) as client:
+        pipe = client.pipeline(transaction=False)
+        for cid in customers:
+            pipe.zrange(CustomerKeys.of(prefix, cid).seen, 0, -1)
+        return {i.decode() for r in pipe.execute() for i in r}
