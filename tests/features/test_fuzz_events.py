@@ -409,7 +409,7 @@ def test_wrong_types(case: tuple[str, dict], data: st.DataObject):
 
 bad_items = st.one_of(
     st.fixed_dictionaries({"item_id": ids, "category": ids, "price": amounts,
-                           "quantity": st.one_of(st.integers(max_value=0),
+                           "quantity": st.one_of(st.integers(min_value=-(2**63), max_value=0),
                                                  st.integers(min_value=10_001, max_value=2**63 - 1),
                                                  st.booleans(), st.floats(), st.text(max_size=3))}),
     st.fixed_dictionaries({"item_id": ids, "category": ids,
