@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "much faster, so 30-minute label horizons and cart timeouts resolve within the demo)",
     )
     d.add_argument(
-        "--intent-events", type=int, default=20_000,
+        "--intent-events",
+        type=int,
+        default=20_000,
         help="simulated events to train the session-intent LSTM on before starting (0: none, "
         "the model then starts untrained and learns online)",
     )

@@ -139,13 +139,23 @@ def _docs(ids: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[dict[str, 
     )
     return {
         "clicks": st.fixed_dictionaries(
-            {**common, "session_id": ids, "action": st.sampled_from(sorted(ACTIONS)),
-             "item_id": ids, "category": ids},
+            {
+                **common,
+                "session_id": ids,
+                "action": st.sampled_from(sorted(ACTIONS)),
+                "item_id": ids,
+                "category": ids,
+            },
             optional={"price": amounts, "schema_version": st.just(1)},
         ),
         "purchases": st.fixed_dictionaries(
-            {**common, "order_id": ids, "items": st.lists(items, min_size=1, max_size=8),
-             "total": amounts, "currency": ids},
+            {
+                **common,
+                "order_id": ids,
+                "items": st.lists(items, min_size=1, max_size=8),
+                "total": amounts,
+                "currency": ids,
+            },
             optional={"session_id": ids},
         ),
         "feedback": st.fixed_dictionaries(
@@ -192,7 +202,10 @@ def test_valid_events_parse_and_keep_their_fields(case: tuple[str, dict[str, Any
     assert event.schema_version == 1
     if isinstance(event, Click):
         assert (event.session_id, event.item_id, event.category) == (
-            _id(doc["session_id"]), _id(doc["item_id"]), _id(doc["category"]))
+            _id(doc["session_id"]),
+            _id(doc["item_id"]),
+            _id(doc["category"]),
+        )
         assert event.action == doc["action"]
         assert event.price == _amount(doc.get("price"))
     elif isinstance(event, Purchase):
@@ -228,10 +241,28 @@ def test_record_timestamp_stands_in_for_a_missing_ts(
 
 # Fields each kind reads (and so rejects when malformed); others are ignored.
 KNOWN = {
-    "clicks": ("event_id", "customer_id", "ts", "session_id", "action", "item_id", "category",
-               "price", "schema_version"),
-    "purchases": ("event_id", "customer_id", "ts", "session_id", "order_id", "items", "total",
-                  "currency", "schema_version"),
+    "clicks": (
+        "event_id",
+        "customer_id",
+        "ts",
+        "session_id",
+        "action",
+        "item_id",
+        "category",
+        "price",
+        "schema_version",
+    ),
+    "purchases": (
+        "event_id",
+        "customer_id",
+        "ts",
+        "session_id",
+        "order_id",
+        "items",
+        "total",
+        "currency",
+        "schema_version",
+    ),
     "feedback": ("event_id", "customer_id", "ts", "channel", "rating", "text", "schema_version"),
 }
 REQUIRED = {
@@ -262,7 +293,12 @@ def test_random_text(kind: str, text: str):
 
 
 BAD_UTF8 = [
-    b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xa0\xa1", b"\xe2\x28\xa1", b"\xf0\x28\x8c\x28",
+    b"\xff",
+    b"\xfe\xff",
+    b"\xc3\x28",
+    b"\xa0\xa1",
+    b"\xe2\x28\xa1",
+    b"\xf0\x28\x8c\x28",
     b"\xc0\xaf",  # overlong '/'
     b"\xed\xa0\x80",  # an encoded surrogate
     b"\xf4\x90\x80\x80",  # beyond U+10FFFF
@@ -272,8 +308,9 @@ BAD_UTF8 = [
 
 @fuzz
 @given(kind_and_doc, st.data(), st.sampled_from(BAD_UTF8), st.binary(max_size=8))
-def test_bad_utf8_inside_a_string(case: tuple[str, dict], data: st.DataObject, bad: bytes,
-                                  tail: bytes):
+def test_bad_utf8_inside_a_string(
+    case: tuple[str, dict], data: st.DataObject, bad: bytes, tail: bytes
+):
     kind, doc = case
     field = data.draw(st.sampled_from(sorted(doc)), label="field")
     doc[field] = "@@BAD@@"
@@ -288,10 +325,16 @@ def nested(depth: int, leaf: bytes, as_object: bool) -> bytes:
 
 
 @fuzz
-@given(kind_and_doc, st.data(), st.integers(min_value=1, max_value=1500), st.booleans(),
-       st.sampled_from([b"1", b'"x"', b"null", b"{}", b"[]"]))
-def test_deep_nesting_in_a_field(case: tuple[str, dict], data: st.DataObject, depth: int,
-                                 as_object: bool, leaf: bytes):
+@given(
+    kind_and_doc,
+    st.data(),
+    st.integers(min_value=1, max_value=1500),
+    st.booleans(),
+    st.sampled_from([b"1", b'"x"', b"null", b"{}", b"[]"]),
+)
+def test_deep_nesting_in_a_field(
+    case: tuple[str, dict], data: st.DataObject, depth: int, as_object: bool, leaf: bytes
+):
     kind, doc = case
     field = data.draw(known_field(kind), label="field")
     doc[field] = "@@DEEP@@"
@@ -311,8 +354,13 @@ def test_deep_nesting_of_the_whole_record(kind: str, depth: int):
 def test_deep_nesting_is_not_echoed_into_the_reason(field: str):
     # Regression: these reasons used repr(value), and repr of ~1000 nested lists raised
     # RecursionError out of parse_event instead of InvalidEvent.
-    doc = {"event_id": "e", "customer_id": "c", "ts": 1_700_000_000, "channel": "survey",
-           field: "@@DEEP@@"}
+    doc = {
+        "event_id": "e",
+        "customer_id": "c",
+        "ts": 1_700_000_000,
+        "channel": "survey",
+        field: "@@DEEP@@",
+    }
     raw = orjson.dumps(doc).replace(b'"@@DEEP@@"', nested(1010, b"1", as_object=False))
     invalid("feedback", raw)
 
@@ -339,14 +387,31 @@ def test_oversized_payloads(case: tuple[str, dict], size: int):
     assert "exceeds" in invalid(kind, orjson.dumps(doc)).reason
 
 
-NON_FINITE = [b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"inf", b"nan", b"1e400", b"-1e400",
-              b"1e999999", b"Infinity1", b"+1", b"01", b"1.", b".5", b"0x10", b"1_000"]
+NON_FINITE = [
+    b"NaN",
+    b"-NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"inf",
+    b"nan",
+    b"1e400",
+    b"-1e400",
+    b"1e999999",
+    b"Infinity1",
+    b"+1",
+    b"01",
+    b"1.",
+    b".5",
+    b"0x10",
+    b"1_000",
+]
 
 
 @fuzz
 @given(kind_and_doc, st.data(), st.sampled_from(NON_FINITE))
-def test_nan_infinity_and_other_non_json_numbers(case: tuple[str, dict], data: st.DataObject,
-                                                 literal: bytes):
+def test_nan_infinity_and_other_non_json_numbers(
+    case: tuple[str, dict], data: st.DataObject, literal: bytes
+):
     kind, doc = case
     field = data.draw(st.sampled_from([*sorted(doc), "x_unknown"]), label="field")
     doc[field] = "@@NUM@@"
@@ -365,35 +430,60 @@ def test_integers_wider_than_64_bits(case: tuple[str, dict], data: st.DataObject
 
 
 def _wrong_types(kind: str, field: str) -> st.SearchStrategy[Any]:
-    containers = st.one_of(st.lists(i64, max_size=3),
-                           st.dictionaries(st.text(max_size=3), i64, max_size=3))
+    containers = st.one_of(
+        st.lists(i64, max_size=3), st.dictionaries(st.text(max_size=3), i64, max_size=3)
+    )
     floats = st.floats(allow_nan=False, allow_infinity=False)
     required = field in REQUIRED[kind]
     none = st.none() if required else st.nothing()
     if field in ("action", "channel"):
-        return st.one_of(none, st.booleans(), i64, floats, containers,
-                         st.text(max_size=20).filter(lambda s: s not in ACTIONS | CHANNELS))
+        return st.one_of(
+            none,
+            st.booleans(),
+            i64,
+            floats,
+            containers,
+            st.text(max_size=20).filter(lambda s: s not in ACTIONS | CHANNELS),
+        )
     if field == "ts":
         return st.one_of(none, st.booleans(), containers)
     if field in ("price", "total"):
-        return st.one_of(none, st.booleans(), st.text(max_size=10), containers,
-                         st.floats(max_value=-1e-9, allow_infinity=False),
-                         st.floats(min_value=1e7, exclude_min=True, allow_infinity=False))
+        return st.one_of(
+            none,
+            st.booleans(),
+            st.text(max_size=10),
+            containers,
+            st.floats(max_value=-1e-9, allow_infinity=False),
+            st.floats(min_value=1e7, exclude_min=True, allow_infinity=False),
+        )
     if field == "rating":
-        return st.one_of(st.booleans(), st.text(max_size=5), containers,
-                         floats,
-                         i64.filter(lambda i: not 1 <= i <= 5))
+        return st.one_of(
+            st.booleans(),
+            st.text(max_size=5),
+            containers,
+            floats,
+            i64.filter(lambda i: not 1 <= i <= 5),
+        )
     if field == "text":
         return st.one_of(st.booleans(), i64, floats, containers)
     if field == "items":
-        return st.one_of(none, st.just([]), st.booleans(), i64, st.text(max_size=5),
-                         st.dictionaries(st.text(max_size=3), i64, max_size=2),
-                         st.lists(st.one_of(i64, st.text(max_size=3), st.none()),
-                                  min_size=1, max_size=3))
+        return st.one_of(
+            none,
+            st.just([]),
+            st.booleans(),
+            i64,
+            st.text(max_size=5),
+            st.dictionaries(st.text(max_size=3), i64, max_size=2),
+            st.lists(st.one_of(i64, st.text(max_size=3), st.none()), min_size=1, max_size=3),
+        )
     if field == "schema_version":
-        return st.one_of(st.booleans(), st.text(max_size=3), containers,
-                         i64.filter(lambda i: i != 1),
-                         floats.filter(lambda f: f != 1.0))
+        return st.one_of(
+            st.booleans(),
+            st.text(max_size=3),
+            containers,
+            i64.filter(lambda i: i != 1),
+            floats.filter(lambda f: f != 1.0),
+        )
     # identifiers: strings and integers are fine, everything else is not; "" is not either
     return st.one_of(none, st.just(""), st.booleans(), floats, containers)
 
@@ -408,12 +498,27 @@ def test_wrong_types(case: tuple[str, dict], data: st.DataObject):
 
 
 bad_items = st.one_of(
-    st.fixed_dictionaries({"item_id": ids, "category": ids, "price": amounts,
-                           "quantity": st.one_of(st.integers(min_value=-(2**63), max_value=0),
-                                                 st.integers(min_value=10_001, max_value=2**63 - 1),
-                                                 st.booleans(), st.floats(), st.text(max_size=3))}),
-    st.fixed_dictionaries({"item_id": ids, "category": ids,
-                           "price": st.one_of(st.floats(max_value=-0.01), st.text(max_size=3))}),
+    st.fixed_dictionaries(
+        {
+            "item_id": ids,
+            "category": ids,
+            "price": amounts,
+            "quantity": st.one_of(
+                st.integers(min_value=-(2**63), max_value=0),
+                st.integers(min_value=10_001, max_value=2**63 - 1),
+                st.booleans(),
+                st.floats(),
+                st.text(max_size=3),
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "item_id": ids,
+            "category": ids,
+            "price": st.one_of(st.floats(max_value=-0.01), st.text(max_size=3)),
+        }
+    ),
     st.fixed_dictionaries({"item_id": ids, "price": amounts}),
     st.fixed_dictionaries({"category": ids, "price": amounts}),
     st.fixed_dictionaries({"item_id": ids, "category": ids}),
@@ -430,8 +535,15 @@ def test_bad_purchase_items(doc: dict, bad: dict, data: st.DataObject):
 
 def test_too_many_items():
     item = {"item_id": "i", "category": "c", "price": 1}
-    doc = {"event_id": "e", "customer_id": "c", "ts": 1_700_000_000, "order_id": "o",
-           "items": [item] * (LIMITS.max_items + 1), "total": 1, "currency": "EUR"}
+    doc = {
+        "event_id": "e",
+        "customer_id": "c",
+        "ts": 1_700_000_000,
+        "order_id": "o",
+        "items": [item] * (LIMITS.max_items + 1),
+        "total": 1,
+        "currency": "EUR",
+    }
     assert "exceeds" in invalid("purchases", orjson.dumps(doc)).reason
 
 
@@ -446,11 +558,16 @@ def test_missing_required_keys(case: tuple[str, dict], data: st.DataObject):
 
 
 far_future = st.one_of(
-    st.floats(min_value=NOW + LIMITS.max_future_skew_s, exclude_min=True,
-              allow_infinity=False, allow_nan=False),
+    st.floats(
+        min_value=NOW + LIMITS.max_future_skew_s,
+        exclude_min=True,
+        allow_infinity=False,
+        allow_nan=False,
+    ),
     st.integers(min_value=int(NOW + LIMITS.max_future_skew_s) + 1, max_value=2**63 - 1),
-    st.datetimes(min_value=datetime(2027, 1, 18), max_value=datetime(9999, 12, 30))
-    .map(lambda d: d.replace(tzinfo=UTC).isoformat()),
+    st.datetimes(min_value=datetime(2027, 1, 18), max_value=datetime(9999, 12, 30)).map(
+        lambda d: d.replace(tzinfo=UTC).isoformat()
+    ),
 )
 too_old = st.one_of(
     st.floats(max_value=LIMITS.min_ts, exclude_max=True, allow_infinity=False, allow_nan=False),
@@ -463,11 +580,23 @@ too_old = st.one_of(
 )
 bad_ts_strings = st.one_of(
     st.text(max_size=40),
-    st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2026, 1, 1))
-    .map(datetime.isoformat),  # naive: no offset
-    st.sampled_from(["2024-13-01T00:00:00Z", "2024-02-30T00:00:00Z", "2024-01-01T25:00:00Z",
-                     "1700000000", "now", "", "T", "2024-01-01T00:00:00+24:00",
-                     "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]),
+    st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2026, 1, 1)).map(
+        datetime.isoformat
+    ),  # naive: no offset
+    st.sampled_from(
+        [
+            "2024-13-01T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "1700000000",
+            "now",
+            "",
+            "T",
+            "2024-01-01T00:00:00+24:00",
+            "9999-12-31T23:59:59-23:59",
+            "0001-01-01T00:00:00+23:59",
+        ]
+    ),
 )
 
 
@@ -480,8 +609,7 @@ def test_bad_timestamps(case: tuple[str, dict], ts: Any):
 
 
 @fuzz
-@given(kind_and_doc, st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 0.0,
-                                      1e300]))
+@given(kind_and_doc, st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e300]))
 def test_bad_record_timestamps(case: tuple[str, dict], kafka_ts: float):
     kind, doc = case
     del doc["ts"]
@@ -489,9 +617,12 @@ def test_bad_record_timestamps(case: tuple[str, dict], kafka_ts: float):
 
 
 @fuzz
-@given(kind_and_doc, st.text(max_size=30).filter(lambda k: k not in
-                                                ("clicks", "click", "purchases", "purchase",
-                                                 "feedback")))
+@given(
+    kind_and_doc,
+    st.text(max_size=30).filter(
+        lambda k: k not in ("clicks", "click", "purchases", "purchase", "feedback")
+    ),
+)
 def test_unknown_topics(case: tuple[str, dict], kind: str):
     _, doc = case
     assert "unknown event kind" in invalid(kind, orjson.dumps(doc)).reason
@@ -506,10 +637,15 @@ def test_payload_of_another_topic(case: tuple[str, dict], data: st.DataObject):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | i64
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(_chars, max_size=30),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(_chars, max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | i64
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(_chars, max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(_chars, max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

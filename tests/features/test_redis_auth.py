@@ -91,9 +91,7 @@ def _settings(valkey: EmbeddedValkey, unique: Callable[[str], str], **kw: object
 async def test_store_starts_with_right_password(
     store_module: ModuleType, valkey: EmbeddedValkey, unique: Callable[[str], str]
 ):
-    store = store_module.FeatureStore(
-        _settings(valkey, unique, password=SecretStr(PASSWORD))
-    )
+    store = store_module.FeatureStore(_settings(valkey, unique, password=SecretStr(PASSWORD)))
     await store.start()
     try:
         assert await store.get(unique("customer"), now=1_700_000_000.0) is None
@@ -112,7 +110,10 @@ async def test_store_starts_with_right_password(
 )
 async def test_store_auth_failure_is_a_clear_error(
     store_module: ModuleType,
-    valkey: EmbeddedValkey, unique: Callable[[str], str], extra: dict[str, object], user: str
+    valkey: EmbeddedValkey,
+    unique: Callable[[str], str],
+    extra: dict[str, object],
+    user: str,
 ):
     store = store_module.FeatureStore(_settings(valkey, unique, **extra))
     with pytest.raises(store_module.FeatureStoreError) as info:
