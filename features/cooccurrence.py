@@ -34,12 +34,15 @@ only nudges approximate counts.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Final
 
+import orjson
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -75,7 +78,7 @@ _ACTION_W: Final = {
     "remove_from_cart": 0.0,
 }
 # Partners of one touch: at most this many of the customer's most recent items.
-_MAX_PARTNERS: Final = 10
+_MAX_PARTNERS: Final = 4
 # Candidates read per seed item and per category, as a multiple of the items wanted.
 _OVERFETCH: Final = 3
 _FALLBACK_CATEGORIES: Final = 3
@@ -148,6 +151,11 @@ class CooccurrenceStore:
         self._window_s = s.pair_window_minutes * 60.0
         self._item_ttl_ms = max(1, round(s.item_ttl_days * 86_400_000))
         self._customer_ttl_ms = max(1, round(customer_ttl_days * 86_400_000))
+        self._bump_lua = (
+            resources.files(__package__).joinpath("bump_scores.lua").read_text(encoding="utf-8")
+        )
+        self._bump_sha = hashlib.sha1(self._bump_lua.encode()).hexdigest()
+        self._bump_loaded = False
 
     def growth(self, ts: float) -> float:
         """The multiplier of an increment at event time ``ts`` (see the module docstring)."""
@@ -203,11 +211,28 @@ class CooccurrenceStore:
                 self._learn_purchase(event, context, incr, recent_add, bought_add)
         if not incr and not recent_add and not requests:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_writes(pipe, incr, recent_add, bought_add)
-        n_writes = len(pipe)
-        plans = [self._queue_reads(pipe, r, context.get(r.customer_id)) for r in requests]
-        replies = await self._execute("update", pipe)
+        for attempt in (1, 2):
+            if not self._bump_loaded:
+                try:
+                    await self.client.script_load(self._bump_lua)
+                except (rex.RedisError, OSError) as exc:
+                    raise FeatureStoreError(
+                        f"Redis co-occurrence script load failed: {exc}"
+                    ) from exc
+                self._bump_loaded = True
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_writes(pipe, incr, recent_add, bought_add)
+            n_writes = len(pipe)
+            plans = [self._queue_reads(pipe, r, context.get(r.customer_id)) for r in requests]
+            try:
+                replies = await self._execute("update", pipe)
+                break
+            except FeatureStoreError as exc:
+                # Redis restarted and lost its script cache: load it again and redo the batch
+                # (the other writes are idempotent: ZADD GT, trims and TTLs).
+                if attempt == 2 or not isinstance(exc.__cause__, rex.NoScriptError):
+                    raise
+                self._bump_loaded = False
         reads = replies[n_writes:]
         out: list[list[str]] = []
         at = 0
@@ -286,11 +311,9 @@ class CooccurrenceStore:
     ) -> None:
         s = self.settings
         for key, members in incr.items():
-            for member, amount in members.items():
-                pipe.zincrby(key, amount, member)
             bound = s.max_popular if key.endswith(":pop") else s.max_co_items
-            pipe.zremrangebyrank(key, 0, -(bound + 1))
-            pipe.pexpire(key, self._item_ttl_ms)
+            flat = [x for pair in members.items() for x in pair]
+            pipe.evalsha(self._bump_sha, 1, key, bound, self._item_ttl_ms, orjson.dumps(flat))
         for parts, bound in ((recent_add, s.recent_items), (bought_add, s.bought_items)):
             name = "recent" if parts is recent_add else "bought"
             for cid, members in parts.items():

@@ -206,7 +206,7 @@ def _demo(args: argparse.Namespace) -> int:
         asyncio.run(
             create_topics(
                 broker.bootstrap_servers,
-                [*t.inputs, t.offers, t.alerts, t.dead_letters, t.offer_outcomes, t.suppressions],
+                list(t.all),
                 partitions=t.partitions,
             )
         )

@@ -83,6 +83,19 @@ class TopicSettings(BaseModel):
     def inputs(self) -> tuple[str, str, str]:
         return (self.clicks, self.purchases, self.feedback)
 
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every topic the worker reads or writes (created when missing)."""
+        return (
+            *self.inputs,
+            self.suppressions,
+            self.offers,
+            self.alerts,
+            self.dead_letters,
+            self.offer_outcomes,
+            self.intents,
+        )
+
 
 class WorkerSettings(BaseModel):
     """The Faust worker process."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import faust
+import torch
 from aiokafka.errors import KafkaError
 
 from streams.agents import Pipeline, register
@@ -37,7 +38,7 @@ async def _create_topics_when_reachable(settings: Settings) -> None:
         try:
             await create_topics(
                 settings.kafka.bootstrap_servers,
-                [*t.inputs, t.offers, t.alerts, t.dead_letters],
+                list(t.all),
                 partitions=t.partitions,
                 replication_factor=t.replication_factor,
             )
@@ -56,6 +57,10 @@ async def _create_topics_when_reachable(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
     setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    # One intra-op thread: the LSTM's micro-batches are small and a second OpenMP thread
+    # spin-waits on the core the event loop needs (benchmarks/README.md: intent stage
+    # ~25x cheaper, in-process throughput ~3x on 2 cores).
+    torch.set_num_threads(1)
     asyncio.run(_create_topics_when_reachable(settings))
     app, _ = build_app(settings)
     logger.info(

@@ -1,0 +1,611 @@
+"""Shared benchmark plumbing: the embedded stack, worker processes, paced load, latencies.
+
+Every benchmark runs its systems as separate processes on one broker and one Valkey:
+
+- ``embedded_stack()`` starts Tansu and Valkey (or reuses ``--bootstrap``/``--redis-url``);
+- ``Names`` gives a run fresh topics, a group id and a Redis key prefix;
+- ``start_system(kind, ...)`` starts the system under test as a subprocess: ``streamscore``
+  (the real worker, ``streamscore worker``), ``passthrough`` (plain aiokafka consume ->
+  produce, the baseline), ``faust_naive`` or ``quix`` (the peers);
+- ``measure_latency(...)`` drives it: a paced producer stamps every event's produce time and a
+  consumer in a separate process stamps each output's arrival and matches it to its trigger
+  (``trigger_event_id``, or ``event_id`` for the pass-through). Latency = arrival - produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.embedded import EmbeddedBroker, EmbeddedValkey, create_topics, free_port
+from streams.settings import TopicSettings
+from streams.simulator import Simulator
+
+__all__ = [
+    "KINDS",
+    "LatencyRun",
+    "Names",
+    "Stack",
+    "SystemProcess",
+    "embedded_stack",
+    "latency_summary",
+    "make_events",
+    "measure_drain",
+    "measure_latency",
+    "produce_backlog",
+    "start_system",
+]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("streamscore", "passthrough", "faust_naive", "quix")
+_PCTS = (50.0, 95.0, 99.0, 99.9)
+
+
+@dataclass(frozen=True)
+class Stack:
+    bootstrap: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def embedded_stack(bootstrap: str | None = None, redis_url: str | None = None) -> Iterator[Stack]:
+    """Tansu + Valkey started here, unless both addresses are given."""
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        if redis_url is None:
+            redis_url = stack.enter_context(EmbeddedValkey()).url
+        yield Stack(bootstrap, redis_url)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Fresh topic names, group id and key prefix for one system in one run."""
+
+    tag: str
+
+    @classmethod
+    def fresh(cls, label: str) -> Names:
+        return cls(f"{label}-{uuid.uuid4().hex[:6]}")
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {k: f"{k}-{self.tag}" for k in ("clicks", "purchases", "feedback")}
+
+    @property
+    def offers(self) -> str:
+        return f"offers-{self.tag}"
+
+    @property
+    def alerts(self) -> str:
+        return f"alerts-{self.tag}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"dl-{self.tag}"
+
+    @property
+    def topic_names(self) -> dict[str, str]:
+        """Every topic field of ``TopicSettings`` (inputs, outputs, any added later)."""
+        fields = {k: v for k, v in TopicSettings().model_dump().items() if isinstance(v, str)}
+        names = {k: f"{k.replace('_', '-')}-{self.tag}" for k in fields}
+        names.update(self.inputs)
+        names.update(offers=self.offers, alerts=self.alerts, dead_letters=self.dead_letters)
+        return names
+
+    @property
+    def all_topics(self) -> list[str]:
+        return list(self.topic_names.values())
+
+
+def make_events(n: int, customers: int, seed: int = 0) -> list[tuple[str, bytes, bytes, str]]:
+    """``n`` simulated events as (kind, key, value, event_id); malformed-free."""
+    sim = Simulator(customers, seed=seed)
+    out = []
+    for ev in sim.events(n, rate=1000.0):
+        doc = ev.doc or {}
+        out.append((ev.topic, ev.key, ev.value, str(doc.get("event_id", ""))))
+    return out
+
+
+def worker_env(
+    stack: Stack, names: Names, workdir: Path, partitions: int, extra: dict[str, str] | None
+) -> dict[str, str]:
+    """Environment of a streamscore (or peer) worker on these names."""
+    env = {
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap,
+        "STREAMSCORE_KAFKA__SESSION_TIMEOUT_S": "3",
+        "STREAMSCORE_KAFKA__HEARTBEAT_INTERVAL_S": "0.5",
+        "STREAMSCORE_KAFKA__REBALANCE_TIMEOUT_S": "3",
+        "STREAMSCORE_REDIS__URL": stack.redis_url,
+        "STREAMSCORE_REDIS__KEY_PREFIX": f"b-{names.tag}",
+        **{f"STREAMSCORE_TOPICS__{k.upper()}": v for k, v in names.topic_names.items()},
+        "STREAMSCORE_TOPICS__PARTITIONS": str(partitions),
+        "STREAMSCORE_WORKER__APP_ID": f"app-{names.tag}",
+        "STREAMSCORE_WORKER__WEB_PORT": str(free_port()),
+        "STREAMSCORE_WORKER__DATA_DIR": str(workdir / f"faust-{names.tag}"),
+        "STREAMSCORE_WORKER__LOG_LEVEL": "WARNING",
+        "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / f"ckpt-{names.tag}"),
+        "STREAMSCORE_INTENT__DEVICE": "cpu",
+        # Every eligible click becomes an offer (no per-customer frequency cap), so nearly every
+        # click yields a latency sample; the cap's Redis claim still runs for each offer.
+        "STREAMSCORE_DECISION__FREQUENCY_CAP_MINUTES": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+_COMMANDS = {
+    "streamscore": ["-m", "streams.cli", "worker"],
+    "passthrough": ["-m", "benchmarks._harness", "passthrough"],
+    "faust_naive": ["-m", "benchmarks.peers_faust_naive"],
+    "quix": ["-m", "benchmarks.peers_quix"],
+}
+
+
+@dataclass
+class SystemProcess:
+    """A system under test running as a subprocess, with its CPU and memory readable."""
+
+    kind: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _ps: psutil.Process | None = None
+
+    def start(self) -> SystemProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, *_COMMANDS[self.kind]],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._ps = psutil.Process(self.proc.pid)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (and any children it started)."""
+        if self._ps is None or not self.alive:
+            return 0.0
+        t = self._ps.cpu_times()
+        total = t.user + t.system
+        for child in self._ps.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
+
+    def rss_bytes(self) -> int:
+        if self._ps is None or not self.alive:
+            return 0
+        return int(self._ps.memory_info().rss)
+
+    def stats(self) -> dict[str, Any] | None:
+        """The worker's ``/stats`` page (streamscore only)."""
+        import urllib.request
+
+        port = self.env.get("STREAMSCORE_WORKER__WEB_PORT")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1.0) as r:
+                return orjson.loads(r.read())
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive or self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def start_system(
+    kind: str,
+    stack: Stack,
+    names: Names,
+    workdir: Path,
+    *,
+    partitions: int = 4,
+    env: dict[str, str] | None = None,
+    instances: int = 1,
+) -> list[SystemProcess]:
+    """Create the topics and start ``instances`` processes of ``kind`` in one group."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown system {kind!r}; one of {KINDS}")
+    await create_topics(stack.bootstrap, names.all_topics, partitions=partitions)
+    base = worker_env(stack, names, workdir, partitions, env)
+    procs = []
+    for i in range(instances):
+        e = {**base, "STREAMSCORE_WORKER__WEB_PORT": str(free_port())}
+        procs.append(SystemProcess(kind, e, workdir / f"{kind}-{names.tag}-{i}.log").start())
+    return procs
+
+
+# -- load and measurement ---------------------------------------------------------------------
+
+
+def _consume_outputs(
+    bootstrap: str, topic: str, out_path: str, stop: Any, ready: Any
+) -> None:  # pragma: no cover - runs in a child process
+    """Child process: read ``topic`` and record (trigger id, arrival time) until ``stop``."""
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=5,
+        )
+        await consumer.start()
+        ready.set()
+        ids: list[str] = []
+        arrivals: list[float] = []
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
+                now = time.time()
+                for records in batches.values():
+                    for r in records:
+                        doc = orjson.loads(r.value) if r.value else {}
+                        ids.append(str(doc.get("trigger_event_id") or doc.get("event_id", "")))
+                        arrivals.append(now)
+        finally:
+            await consumer.stop()
+        Path(out_path).write_bytes(orjson.dumps({"ids": ids, "t": arrivals}))
+
+    asyncio.run(run())
+
+
+@dataclass
+class LatencyRun:
+    """One paced run against one system: per-event latencies (warm-up excluded)."""
+
+    system: str
+    rate: float
+    sent: int
+    achieved_rate: float
+    matched: int
+    latencies_ms: np.ndarray
+    cpu_s: float
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "rate": self.rate,
+            "sent": self.sent,
+            "achieved_rate": round(self.achieved_rate, 1),
+            "matched": self.matched,
+            **latency_summary(self.latencies_ms),
+            "cpu_s": round(self.cpu_s, 2),
+            "cpu_util": round(self.cpu_s / self.wall_s, 3) if self.wall_s else None,
+            **self.extra,
+        }
+
+
+def latency_summary(lat_ms: np.ndarray) -> dict[str, float | None]:
+    if lat_ms.size == 0:
+        return {f"p{p:g}_ms": None for p in _PCTS} | {"max_ms": None, "mean_ms": None}
+    out = {f"p{p:g}_ms": round(float(np.percentile(lat_ms, p)), 2) for p in _PCTS}
+    out["max_ms"] = round(float(lat_ms.max()), 2)
+    out["mean_ms"] = round(float(lat_ms.mean()), 2)
+    return out
+
+
+async def _producer(bootstrap: str) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=1, acks=1, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    return producer
+
+
+async def _send_paced(
+    producer: AIOKafkaProducer,
+    topics: dict[str, str],
+    events: Sequence[tuple[str, bytes, bytes, str]],
+    rate: float,
+    stamps: dict[str, float],
+) -> float:
+    """Send at ``rate`` (catching up in bursts every millisecond); returns the elapsed time."""
+    futures = []
+    start = time.monotonic()
+    n = len(events)
+    i = 0
+    while i < n:
+        due = min(n, int((time.monotonic() - start) * rate) + 1)
+        while i < due:
+            kind, key, value, eid = events[i]
+            stamps[eid] = time.time()
+            futures.append(await producer.send(topics[kind], value, key=key))
+            i += 1
+        if len(futures) > 20_000:
+            await asyncio.gather(*futures)
+            futures.clear()
+        await asyncio.sleep(0.001)
+    elapsed = time.monotonic() - start
+    await asyncio.gather(*futures)
+    return elapsed
+
+
+async def _wait_first_output(
+    producer: AIOKafkaProducer,
+    topics: dict[str, str],
+    probes: Sequence[tuple[str, bytes, bytes, str]],
+    proc: SystemProcess,
+    timeout: float,
+) -> int:
+    """Trickle probe events until the system answers one; returns how many were used."""
+    deadline = time.monotonic() + timeout
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=proc.env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    consumer.subscribe([proc.env["STREAMSCORE_TOPICS__OFFERS"]])
+    used = 0
+    try:
+        while time.monotonic() < deadline:
+            if not proc.alive:
+                raise RuntimeError(f"{proc.kind} exited:\n{proc.log_tail()}")
+            if used < len(probes):
+                kind, key, value, _ = probes[used]
+                await (await producer.send(topics[kind], value, key=key))
+                used += 1
+            got = await consumer.getmany(timeout_ms=200)
+            if any(got.values()):
+                return used
+        raise TimeoutError(f"{proc.kind} gave no output in {timeout}s:\n{proc.log_tail()}")
+    finally:
+        await consumer.stop()
+
+
+async def measure_latency(
+    procs: Sequence[SystemProcess],
+    names: Names,
+    events: Sequence[tuple[str, bytes, bytes, str]],
+    rate: float,
+    *,
+    warmup: int,
+    drain_s: float = 2.0,
+    max_drain_s: float = 300.0,
+    ready_timeout: float = 90.0,
+) -> LatencyRun:
+    """Probe until ready, send ``warmup`` then the rest at ``rate``; match outputs to events."""
+    proc = procs[0]
+    bootstrap = proc.env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    topics = names.inputs
+    producer = await _producer(bootstrap)
+    ctx = mp.get_context("spawn")
+    stop, ready = ctx.Event(), ctx.Event()
+    out_path = Path(tempfile.mkstemp(suffix=".json")[1])
+    child = None
+    try:
+        used = await _wait_first_output(producer, topics, events[:200], proc, ready_timeout)
+        child = ctx.Process(
+            target=_consume_outputs,
+            args=(bootstrap, names.offers, str(out_path), stop, ready),
+            daemon=True,
+        )
+        child.start()
+        await asyncio.get_running_loop().run_in_executor(None, ready.wait, 30.0)
+        await asyncio.sleep(0.5)
+        body = events[used:]
+        stamps: dict[str, float] = {}
+        cpu0 = sum(p.cpu_seconds() for p in procs)
+        t0 = time.monotonic()
+        elapsed = await _send_paced(producer, topics, body, rate, stamps)
+        warm_ids = {e[3] for e in body[:warmup]}
+        await _until_idle(procs, drain_s, max_drain_s)
+        wall = time.monotonic() - t0
+        cpu = sum(p.cpu_seconds() for p in procs) - cpu0
+    finally:
+        stop.set()
+        if child is not None:
+            await asyncio.get_running_loop().run_in_executor(None, child.join, 30.0)
+        await producer.stop()
+    got = orjson.loads(out_path.read_bytes()) if out_path.stat().st_size else {"ids": [], "t": []}
+    out_path.unlink(missing_ok=True)
+    lat = []
+    seen: set[str] = set()
+    for eid, t in zip(got["ids"], got["t"], strict=True):
+        sent_at = stamps.get(eid)
+        if sent_at is None or eid in warm_ids or eid in seen:
+            continue
+        seen.add(eid)
+        lat.append((t - sent_at) * 1000.0)
+    if not lat:
+        logger.warning("%s: no output matched an event; its log:\n%s", proc.kind, proc.log_tail())
+    return LatencyRun(
+        system=proc.kind,
+        rate=rate,
+        sent=len(body),
+        achieved_rate=len(body) / elapsed if elapsed else 0.0,
+        matched=len(lat),
+        latencies_ms=np.asarray(lat, dtype=np.float64),
+        cpu_s=cpu,
+        wall_s=wall,
+    )
+
+
+async def _until_idle(procs: Sequence[SystemProcess], idle_s: float, max_s: float) -> None:
+    """Wait until the systems stop using CPU (their backlog is drained), at most ``max_s``."""
+    last_cpu, quiet_since = -1.0, time.monotonic()
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        cpu = sum(p.cpu_seconds() for p in procs)
+        if cpu - last_cpu > 0.1 * len(procs):
+            quiet_since = time.monotonic()
+        last_cpu = cpu
+        if time.monotonic() - quiet_since >= idle_s:
+            return
+
+
+async def measure_drain(
+    procs: Sequence[SystemProcess],
+    names: Names,
+    events: Sequence[tuple[str, bytes, bytes, str]],
+    *,
+    idle_s: float = 3.0,
+    ready_timeout: float = 90.0,
+    max_s: float = 600.0,
+) -> dict[str, Any]:
+    """Throughput: send ``events`` as fast as possible and time the outputs.
+
+    Events/s = inputs after the probe / (last output - produce start); CPU is the systems
+    user+system time over the same span. The producer runs while the system consumes.
+    """
+    proc = procs[0]
+    bootstrap = proc.env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    producer = await _producer(bootstrap)
+    ctx = mp.get_context("spawn")
+    stop, ready = ctx.Event(), ctx.Event()
+    out_path = Path(tempfile.mkstemp(suffix=".json")[1])
+    try:
+        used = await _wait_first_output(producer, names.inputs, events[:200], proc, ready_timeout)
+    finally:
+        await producer.stop()
+    child = ctx.Process(
+        target=_consume_outputs,
+        args=(bootstrap, names.offers, str(out_path), stop, ready),
+        daemon=True,
+    )
+    child.start()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ready.wait, 30.0)
+    body = events[used:]
+    cpu0 = sum(p.cpu_seconds() for p in procs)
+    rss0 = max(p.rss_bytes() for p in procs)
+    t0 = time.time()
+    await produce_backlog(bootstrap, names.inputs, body)
+    produced_s = time.time() - t0
+    await _until_idle(procs, idle_s, max_s)
+    cpu = sum(p.cpu_seconds() for p in procs) - cpu0
+    rss1 = max(p.rss_bytes() for p in procs)
+    stop.set()
+    await loop.run_in_executor(None, child.join, 30.0)
+    got = orjson.loads(out_path.read_bytes()) if out_path.stat().st_size else {"ids": [], "t": []}
+    out_path.unlink(missing_ok=True)
+    body_ids = {e[3] for e in body}
+    times = [t for i, t in zip(got["ids"], got["t"], strict=True) if i in body_ids]
+    span = (max(times) - t0) if times else float("nan")
+    # CPU measured over the drain plus the idle tail; the idle tail costs ~nothing.
+    return {
+        "system": proc.kind,
+        "workers": len(procs),
+        "events": len(body),
+        "outputs": len(times),
+        "produce_s": round(produced_s, 2),
+        "drain_s": round(span, 2),
+        "events_per_s": round(len(body) / span, 1) if times else None,
+        "cpu_s": round(cpu, 2),
+        "events_per_cpu_s": round(len(body) / cpu, 1) if cpu > 0 else None,
+        "rss_mb_before": round(rss0 / 2**20, 1),
+        "rss_mb_after": round(rss1 / 2**20, 1),
+    }
+
+
+async def produce_backlog(
+    bootstrap: str, topics: dict[str, str], events: Sequence[tuple[str, bytes, bytes, str]]
+) -> None:
+    """Send all events as fast as possible and wait for the acks (a backlog to drain)."""
+    producer = await _producer(bootstrap)
+    try:
+        futures = []
+        for kind, key, value, _ in events:
+            futures.append(await producer.send(topics[kind], value, key=key))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# -- the pass-through baseline (``python -m benchmarks._harness passthrough``) ------------------
+
+
+async def _passthrough() -> None:  # pragma: no cover - runs as a subprocess
+    """Plain aiokafka: consume the three inputs, produce every value to the offers topic.
+
+    Same client settings as the worker: 10 ms fetch wait, 1 ms linger, acks=all, the same
+    consumer group protocol; one send per record, acks awaited once per fetched batch.
+    """
+    env = os.environ
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    inputs = [env[f"STREAMSCORE_TOPICS__{k}"] for k in ("CLICKS", "PURCHASES", "FEEDBACK")]
+    out = env["STREAMSCORE_TOPICS__OFFERS"]
+    consumer = AIOKafkaConsumer(
+        *inputs,
+        bootstrap_servers=bootstrap,
+        group_id=env["STREAMSCORE_WORKER__APP_ID"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        fetch_max_wait_ms=int(env.get("STREAMSCORE_KAFKA__FETCH_MAX_WAIT_MS", "10")),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1500,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    await producer.start()
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            futures = [
+                await producer.send(out, r.value, key=r.key)
+                for records in batches.values()
+                for r in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if sys.argv[1:] == ["passthrough"]:
+        asyncio.run(_passthrough())
+    else:
+        raise SystemExit("usage: python -m benchmarks._harness passthrough")

@@ -1,0 +1,56 @@
+"""Each benchmark runs end to end at a tiny size and writes its JSON, PNG and markdown.
+
+These prove the scripts work; the figures come from full runs (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import bench_main
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _load(out: Path, name: str) -> dict:
+    assert (out / f"{name}.md").stat().st_size > 0
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_latency_quick(tmp_path: Path) -> None:
+    assert bench_main(["latency", "--quick", "--rates", "1000", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "latency")
+    assert (tmp_path / "latency_cdf.png").stat().st_size > 0
+    by = {r["system"]: r for r in doc["runs"]}
+    assert by["passthrough"]["matched"] > 0 and by["streamscore"]["matched"] > 0
+    assert by["streamscore"]["p99_ms"] >= by["streamscore"]["p50_ms"] > 0
+    assert doc["added_over_baseline"][0]["system"] == "streamscore"
+
+
+def test_throughput_quick(tmp_path: Path) -> None:
+    assert bench_main(["throughput", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "throughput")
+    assert (tmp_path / "stage_breakdown.png").stat().st_size > 0
+    assert doc["drain"][0]["events_per_s"] > 0
+    assert doc["stages"]["events_per_s_in_process"] > 0
+
+
+def test_peers_quick(tmp_path: Path) -> None:
+    argv = ["peers", "--quick", "--systems", "streamscore,faust_naive", "--out", str(tmp_path)]
+    assert bench_main(argv) == 0
+    rows = {r["system"]: r for r in _load(tmp_path, "peers")["results"]}
+    assert "error" not in rows["faust_naive"], rows["faust_naive"].get("error")
+    assert rows["faust_naive"]["p99_vs_streamscore"] > 0
+
+
+def test_memory_quick(tmp_path: Path) -> None:
+    assert bench_main(["memory", "--quick", "--out", str(tmp_path)]) == 0
+    (row,) = _load(tmp_path, "memory")["results"]
+    assert row["rss_mb_end"] > 0 and row["redis_bytes_per_customer"] > 0
+
+
+def test_unknown_benchmark_is_an_error() -> None:
+    assert bench_main(["nope"]) == 2
