@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="embedded broker + Valkey + worker + simulated traffic")
     d.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
-    d.add_argument("--rate", type=float, default=500.0, help="events/s of simulated traffic")
+    d.add_argument("--rate", type=float, default=300.0, help="events/s of simulated traffic")
     d.add_argument("--customers", type=int, default=2_000)
     d.add_argument("--malformed-rate", type=float, default=0.002)
     d.add_argument("--seed", type=int, default=0)
@@ -317,6 +317,8 @@ async def _demo_loop(
     watch = asyncio.create_task(watcher.run(stop))
     started = time.monotonic()
     last_valid, last_t = 0, started
+    first_seen: tuple[float, int] | None = None  # (when, processed) at the first progress
+    stats: dict[str, object] = {}
     out.write(
         f"  simulating {args.customers} customers at {args.rate:.0f} events/s"
         f"{f' for {args.duration:.0f}s' if args.duration else ' (Ctrl-C to stop)'}\n"
@@ -330,6 +332,8 @@ async def _demo_loop(
             stats = await asyncio.to_thread(_worker_stats, web_port) or {}
             now = time.monotonic()
             processed = int(stats.get("records", 0) or 0)
+            if first_seen is None and processed > 0:
+                first_seen = (now, processed)
             eps = (processed - last_valid) / (now - last_t)
             last_valid, last_t = processed, now
             auc = stats.get("propensity_auc")
@@ -352,6 +356,16 @@ async def _demo_loop(
         stop.set()
         await asyncio.gather(producer, watch, return_exceptions=True)
     c = watcher.counts
+    if first_seen is not None and last_t > first_seen[0]:
+        sustained = (last_valid - first_seen[1]) / (last_t - first_seen[0])
+        auc = stats.get("propensity_auc")
+        out.write(
+            f"summary: worker sustained {sustained:.0f} events/s (offered {args.rate:.0f}/s); "
+            f"propensity progressive ROC AUC "
+            f"{auc if isinstance(auc, float) else float('nan'):.3f} over "
+            f"{stats.get('labels_learned', 0)} resolved labels; "
+            f"model {stats.get('model_version')}\n"
+        )
     out.write(
         f"done: sent {sent} events; offers {c['offers']}, alerts {dict(watcher.alert_types)}, "
         f"dead letters {c['dead_letters']} {dict(watcher.dead_reasons.most_common(3))}\n"
