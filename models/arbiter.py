@@ -35,24 +35,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from features.events import Click, Event
 from features.outcomes import ContactState, Resolution
-from models.bandit import LinUCB, bucket, context_vector
+from models.bandit import CONTEXT_NAMES, LinUCB, bucket, context_vector
 from models.contact import ContactPolicy
 from models.policy import OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
 
-__all__ = ["ARMS", "Choice", "OfferArbiter"]
+__all__ = ["ARMS", "Choice", "Explain", "OfferArbiter"]
 
 logger = logging.getLogger(__name__)
 
 ARMS = ("bandit", "control", "fixed")
+
+# The per-offer entries of the bandit context (the rest depend only on the customer).
+_PROPENSITY, _AFFINITY, _CLICK_MATCH, _GENERIC, _SCORE = (
+    CONTEXT_NAMES.index(name)
+    for name in ("propensity", "offer_affinity", "click_match", "generic", "log_score")
+)
+
+Explain = Sequence[tuple[str, float]] | Callable[[], Sequence[tuple[str, float]]]
+"""Top feature contributions ``(name, value)``, or a function computing them on demand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +111,13 @@ class OfferArbiter:
         intent: Mapping[str, float] | None,
         model_version: str,
         state: ContactState | None,
-        explain: Sequence[tuple[str, float]] = (),
+        explain: Explain = (),
     ) -> Choice | None:
-        """The offer for this click, or None (nothing eligible, blocked, or held out)."""
+        """The offer for this click, or None (nothing eligible, blocked, or held out).
+
+        ``explain`` (the propensity model's top contributions) may be a function returning
+        them, called only when an offer is chosen.
+        """
         if not isinstance(event, Click):
             return None
         eligible = self.policy.eligible(
@@ -124,7 +136,7 @@ class OfferArbiter:
         if not allowed:
             self.counters["blocked:offer_cap"] += 1
             return None
-        contexts = [self._context(d, event, features, top_categories, intent) for d in allowed]
+        contexts = self._contexts(allowed, event, features, top_categories, propensity, intent)
         if self.in_control(cid):
             if bucket(trigger, "holdout") < self.settings.control_no_offer_share:
                 self.counters["control_holdout"] += 1
@@ -134,9 +146,11 @@ class OfferArbiter:
         elif self.settings.arbitration == "fixed":
             k, arm, step = 0, "fixed", "fixed_best"
         else:
-            k = self.bandit.select([d.offer_id for d in allowed], np.array(contexts))
+            k = self.bandit.select([d.offer_id for d in allowed], contexts)
             arm, step = "bandit", "bandit_ucb"
         chosen = allowed[k]
+        if callable(explain):
+            explain = explain()
         reasons = (
             *chosen.reasons,
             *(f"feature:{name}" for name, _ in explain),
@@ -158,28 +172,33 @@ class OfferArbiter:
         if offer.context:
             self.bandit.learn_one(offer.offer_id, offer.context, float(resolution.converted))
 
-    def _context(
+    def _contexts(
         self,
-        decision: OfferDecision,
+        decisions: Sequence[OfferDecision],
         event: Click,
         features: Mapping[str, float],
         top_categories: tuple[tuple[str, float], ...],
+        propensity: float,
         intent: Mapping[str, float] | None,
-    ) -> list[float]:
-        targets = self._targets.get(decision.offer_id, ())
-        total = sum(w for _, w in top_categories if w > 0.0)
-        if targets and total > 0.0:
-            affinity = sum(w for c, w in top_categories if c in targets and w > 0.0) / total
-        else:
-            affinity = 0.0
-        return context_vector(
-            features,
-            decision.propensity,
-            decision.segment,
-            self.n_segments,
-            intent,
-            affinity,
-            event.category in targets,
-            not targets,
-            decision.score,
+    ) -> list[list[float]]:
+        """``context_vector`` of each decision: the customer part is built once per click."""
+        first = decisions[0]
+        shared = context_vector(
+            features, propensity, first.segment, self.n_segments, intent, 0.0, False, False, 0.0
         )
+        total = sum(w for _, w in top_categories if w > 0.0)
+        out = []
+        for d in decisions:
+            targets = self._targets.get(d.offer_id, ())
+            if targets and total > 0.0:
+                affinity = sum(w for c, w in top_categories if c in targets and w > 0.0) / total
+            else:
+                affinity = 0.0
+            x = shared.copy()
+            x[_PROPENSITY] = float(d.propensity)
+            x[_AFFINITY] = float(affinity)
+            x[_CLICK_MATCH] = 1.0 if event.category in targets else 0.0
+            x[_GENERIC] = 0.0 if targets else 1.0
+            x[_SCORE] = math.log1p(max(d.score, 0.0)) / 4.0
+            out.append(x)
+        return out

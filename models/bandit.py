@@ -3,8 +3,9 @@
 Each arm (offer id) has a ridge regression of the reward (conversion, 0 or 1) on a context
 vector ``x``; ``select`` picks the arm with the highest upper confidence bound
 ``theta . x + alpha * sqrt(x' A^-1 x)`` (Li et al. 2010). ``A^-1`` is kept directly and
-updated with Sherman-Morrison, so a decision over k arms costs k small mat-vec products and
-a learned outcome one rank-one update: a few microseconds at our dimension (~20).
+updated with Sherman-Morrison and stacked over arms, so a decision over k arms is one batched
+mat-vec product and a learned outcome one rank-one update: a few microseconds at our dimension
+(~20).
 ``alpha`` is the exploration knob; ``prior`` is the ridge (``A = prior * I`` for a new arm).
 Ties break towards the first arm, so pass arms in the fixed-rule order and an untrained
 bandit starts as the fixed policy.
@@ -106,50 +107,57 @@ class LinUCB:
         self.n_features = n_features
         self.alpha = alpha
         self.prior = prior
-        self._a_inv: dict[str, np.ndarray] = {}
-        self._b: dict[str, np.ndarray] = {}
-        self._theta: dict[str, np.ndarray] = {}
+        # Per arm (index self._index[name]) a (d + 1, d) block: A^-1 on top, theta as the last
+        # row, so one gather and one batched mat-vec give A^-1 x and theta . x for every arm.
+        self._index: dict[str, int] = {}
+        self._w = np.empty((0, n_features + 1, n_features))
+        self._b = np.empty((0, n_features))
         self._n: dict[str, int] = {}
         self._rewards: dict[str, float] = {}
 
-    def _arm(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
-        a_inv = self._a_inv.get(arm)
-        if a_inv is None:
+    def _arm(self, arm: str) -> int:
+        i = self._index.get(arm)
+        if i is None:
             d = self.n_features
-            a_inv = self._a_inv[arm] = np.eye(d) / self.prior
-            self._b[arm] = np.zeros(d)
-            self._theta[arm] = np.zeros(d)
+            i = self._index[arm] = len(self._index)
+            block = np.zeros((1, d + 1, d))
+            block[0, :d] = np.eye(d) / self.prior
+            self._w = np.concatenate([self._w, block])
+            self._b = np.concatenate([self._b, np.zeros((1, d))])
             self._n[arm] = 0
             self._rewards[arm] = 0.0
-        return a_inv, self._theta[arm]
+        return i
 
-    def scores(self, arms: Sequence[str], X: np.ndarray) -> np.ndarray:
+    def scores(self, arms: Sequence[str], X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         """Upper confidence bound of each arm ``arms[i]`` at its context ``X[i]``."""
         X = np.asarray(X, dtype=np.float64)
-        out = np.empty(len(arms))
-        for i, arm in enumerate(arms):
-            a_inv, theta = self._arm(arm)
-            x = X[i]
-            out[i] = theta @ x + self.alpha * math.sqrt(max(float(x @ a_inv @ x), 0.0))
-        return out
+        d = self.n_features
+        idx = [self._arm(arm) for arm in arms]
+        p = np.matmul(self._w.take(idx, axis=0), X[:, :, None])[:, :, 0]  # [A^-1 x, theta . x]
+        width = (p[:, :d] * X).sum(axis=1)
+        return p[:, d] + self.alpha * np.sqrt(np.maximum(width, 0.0))
 
-    def select(self, arms: Sequence[str], X: np.ndarray) -> int:
+    def select(self, arms: Sequence[str], X: np.ndarray | Sequence[Sequence[float]]) -> int:
         """Index of the arm with the highest upper confidence bound (first on ties)."""
         if not arms:
             raise ValueError("no arms to choose from")
+        if len(arms) == 1:  # nothing to compare (the arm is still created on first sight)
+            self._arm(arms[0])
+            return 0
         return int(np.argmax(self.scores(arms, X)))
 
     def learn_one(self, arm: str, x: Sequence[float] | np.ndarray, reward: float) -> None:
-        """Update ``arm`` with the observed ``reward`` at context ``x``."""
+        """Update ``arm`` with the observed ``reward`` at context ``x`` (Sherman-Morrison)."""
         xv = np.asarray(x, dtype=np.float64)
         if xv.shape != (self.n_features,):
             logger.warning("bandit: context of shape %s ignored for %s", xv.shape, arm)
             return
-        a_inv, _ = self._arm(arm)
+        i = self._arm(arm)
+        a_inv = self._w[i, : self.n_features]  # a view: updated in place
         ax = a_inv @ xv
         a_inv -= np.outer(ax, ax) / (1.0 + xv @ ax)
-        self._b[arm] += reward * xv
-        self._theta[arm] = a_inv @ self._b[arm]
+        self._b[i] += reward * xv
+        self._w[i, self.n_features] = a_inv @ self._b[i]
         self._n[arm] += 1
         self._rewards[arm] += reward
 

@@ -193,7 +193,14 @@ class OfferPolicy:
         if best is None:
             return None
         return self._decision(
-            event, best, best_score, match + match_cat, features, x, model_version
+            event,
+            best,
+            best_score,
+            match + match_cat,
+            offer_event_id(event.event_id),
+            _top_feature(features),
+            x,
+            model_version,
         )
 
     def eligible(
@@ -226,8 +233,11 @@ class OfferPolicy:
                 if rule is not None and score > best.get(r.offer.offer_id, (-1.0,))[0]:
                     best[r.offer.offer_id] = (score, r, prefix + category)
         ranked = sorted(best.values(), key=lambda t: -t[0])
+        if not ranked:
+            return []
+        oid, top = offer_event_id(event.event_id), _top_feature(features)  # once per click
         return [
-            self._decision(event, r, score, match, features, x, model_version)
+            self._decision(event, r, score, match, oid, top, x, model_version)
             for score, r, match in ranked
         ]
 
@@ -297,13 +307,14 @@ class OfferPolicy:
         rule: _Rule,
         score: float,
         match: str,
-        features: Mapping[str, float],
+        oid: str,
+        top: str,
         x: _Inputs,
         model_version: str,
     ) -> OfferDecision:
         _, _, segment, propensity, intent, general = x
         return OfferDecision(
-            offer_event_id=offer_event_id(event.event_id),
+            offer_event_id=oid,
             customer_id=event.customer_id,
             trigger_event_id=event.event_id,
             ts=event.ts,
@@ -312,7 +323,7 @@ class OfferPolicy:
             score=score,
             propensity=propensity,
             segment=segment,
-            reasons=self._reasons(rule, match, event.action, segment, general, features),
+            reasons=self._reasons(rule, match, event.action, segment, general, top),
             intent=None if intent is None else dict(intent),
             model_version=model_version,
         )
@@ -357,7 +368,7 @@ class OfferPolicy:
         action: str,
         segment: int,
         general: float,
-        features: Mapping[str, float],
+        top: str,
     ) -> tuple[str, ...]:
         reasons = [match]
         if action in _ACTION_REASONS:
@@ -368,11 +379,16 @@ class OfferPolicy:
             reasons.append("intent_purchase_high")
         reasons.extend(rule.static_reasons)
         reasons.append(f"segment:{segment}")
-        top, top_ratio = "", 0.0
-        for name, level in _SIGNALS:
-            ratio = features.get(name, 0.0) / level
-            if ratio > top_ratio:
-                top, top_ratio = name, ratio
-        if top_ratio >= 1.0:
-            reasons.append("top_feature:" + top)
+        if top:
+            reasons.append(top)
         return tuple(reasons)
+
+
+def _top_feature(features: Mapping[str, float]) -> str:
+    """The ``top_feature:<name>`` reason (see ``_SIGNALS``), or "" when nothing stands out."""
+    top, top_ratio = "", 0.0
+    for name, level in _SIGNALS:
+        ratio = features.get(name, 0.0) / level
+        if ratio > top_ratio:
+            top, top_ratio = name, ratio
+    return "top_feature:" + top if top_ratio >= 1.0 else ""

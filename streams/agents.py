@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -357,7 +358,7 @@ class Pipeline:
                 segment,
                 intent,
                 version,
-                models.propensity.contributions(x),
+                partial(models.propensity.contributions, x),  # only for a chosen offer
             )
             self._watch.lap("decide")
             if decision is None:

@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from features.events import Event, Purchase
 from features.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
 from features.store import FeatureStoreError
-from models.arbiter import Choice, OfferArbiter
+from models.arbiter import Choice, Explain, OfferArbiter
 from models.contact import NEGATIVE_FEEDBACK
 from models.policy import OfferPolicy
 from streams.records import Alert, Offer, OfferOutcome
@@ -77,7 +77,7 @@ class OfferLoop:
         segment: int,
         intent: Mapping[str, float] | None,
         model_version: str,
-        explain: Sequence[tuple[str, float]] = (),
+        explain: Explain = (),
     ) -> Any:
         """The ``OfferDecision`` for this click, or None; remembers the arm and context."""
         state = self._states.get(event.customer_id)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from models.segments import SEGMENT_FEATURES, SegmentModel
+from models.segments import SEGMENT_FEATURES, SegmentModel, _segment_inputs
 from models.settings import ModelSettings
 
 _KINDS = [(5, 0, 3, 1e7), (80, 2, 40, 86_400 * 5), (900, 12, 300, 3_600)]
@@ -53,16 +53,34 @@ def test_same_seed_same_segments_and_pickle_keeps_them() -> None:
 
 
 def test_centers_do_not_depend_on_the_hash_seed() -> None:
-    """River's KMeans draws a center coordinate lazily, in set (hash-seed) order: SegmentModel
+    """River's KMeans drew a center coordinate lazily, in set (hash-seed) order: SegmentModel
     draws them all up front, in a fixed order, so no draw happens while learning."""
     model = SegmentModel(n_clusters=4, seed=5)
-    kmeans = model._pipeline["KMeans"]
-    before = {c: dict(center) for c, center in kmeans.centers.items()}
-    assert all(set(center) == set(SEGMENT_FEATURES) for center in before.values())
-    twin = SegmentModel(n_clusters=4, seed=5)._pipeline["KMeans"]
-    assert before == {c: dict(center) for c, center in twin.centers.items()}
+    before = [list(center) for center in model._centers]
+    assert len(before) == 4 and all(len(c) == len(SEGMENT_FEATURES) for c in before)
+    rng = random.Random(5)  # River's draws: gauss(0, 1), center by center, feature by feature
+    assert before == [[rng.gauss(0.0, 1.0) for _ in SEGMENT_FEATURES] for _ in range(4)]
+    assert before == [list(c) for c in SegmentModel(n_clusters=4, seed=5)._centers]
     model.assign_many([{"spend_30d": 10.0 * i, "unknown": 1.0} for i in range(50)])
-    assert all(set(center) == set(SEGMENT_FEATURES) for center in kmeans.centers.values())
+    assert all(len(c) == len(SEGMENT_FEATURES) for c in model._centers)
+
+
+def test_matches_river_standard_scaler_and_kmeans() -> None:
+    from river import cluster, preprocessing
+
+    data = [_customer(random.Random(3), i % 3) for i in range(400)] + [{}]
+    model = SegmentModel(n_clusters=4, halflife=0.1, seed=9)
+    river = preprocessing.StandardScaler() | cluster.KMeans(n_clusters=4, halflife=0.1, seed=9)
+    kmeans = river["KMeans"]
+    for c in range(4):
+        for name in SEGMENT_FEATURES:
+            _ = kmeans.centers[c][name]
+    expected = []
+    for x in data:
+        inputs = dict(zip(SEGMENT_FEATURES, _segment_inputs(x), strict=True))
+        expected.append(river.predict_one(inputs))
+        river.learn_one(inputs)
+    assert model.assign_many(data) == expected
 
 
 def test_predict_one_does_not_learn() -> None:
