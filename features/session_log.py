@@ -15,9 +15,8 @@ this batch. ``aexchange`` is the same on an asyncio client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -25,15 +24,14 @@ import redis
 import redis.asyncio
 
 from features.keys import customer_key
-from features.store import FeatureStoreError
 
-_ATTEMPTS = 8
-
-__all__ = ["SessionLog"]
+__all__ = ["Retry", "SessionLog"]
 
 logger = logging.getLogger(__name__)
 
 SessionKey = tuple[str, str]  # (customer_id, session_id)
+# How async round trips ride out Redis outages: ``FeatureStore.with_retry`` in the worker.
+Retry = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 class SessionLog:
@@ -46,6 +44,7 @@ class SessionLog:
         prefix: str = "ss",
         max_events: int = 64,
         ttl_s: float = 3600.0,
+        retry: Retry | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be >= 1")
@@ -55,6 +54,7 @@ class SessionLog:
         self.prefix = prefix
         self.max_events = max_events
         self.ttl_s = ttl_s
+        self.retry = retry
         self._ttl_ms = max(1, int(ttl_s * 1000))
 
     @staticmethod
@@ -104,21 +104,15 @@ class SessionLog:
         """``exchange`` on a ``redis.asyncio`` client."""
         if not appends and not read:
             return {}
-        delay = 0.05
-        for attempt in range(_ATTEMPTS):
+
+        async def run() -> dict[SessionKey, list[Any]]:
             pipe = self.client.pipeline(transaction=False)
             read_keys = self._queue(pipe, appends, read)
-            try:
-                return self._decode(read_keys, await pipe.execute())
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                # Redis blinked: wait it out like the feature store does; the caller holds the
-                # batch (no offsets move) while this raises after the last attempt.
-                if attempt == _ATTEMPTS - 1:
-                    raise FeatureStoreError(f"session log unavailable: {exc}") from exc
-                logger.warning("session log: Redis unavailable (%s), retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+            return self._decode(read_keys, await pipe.execute())
+
+        if self.retry is None:
+            return await run()
+        return await self.retry("session log", run)
 
     def read(self, keys: Sequence[SessionKey]) -> dict[SessionKey, list[Any]]:
         """Entries of ``keys`` (e.g. a finished session's clicks for fine-tuning)."""

@@ -202,7 +202,7 @@ class FeatureStore:
             return
         client = self._build_client()
         try:
-            await self._with_retry("connect", lambda: self._ping_and_load(client))
+            await self.with_retry("connect", lambda: self._ping_and_load(client))
         except BaseException:
             await client.aclose()
             raise
@@ -259,7 +259,7 @@ class FeatureStore:
                 args += group_args
                 order += indices
             calls.append(("apply", tuple(keys), tuple(args)))
-        replies = await self._with_retry("apply", lambda: self._pipeline(calls))
+        replies = await self.with_retry("apply", lambda: self._pipeline(calls))
         results: list[FeatureResult | None] = [None] * len(events)
         at = 0
         for reply in replies:
@@ -278,7 +278,7 @@ class FeatureStore:
         """
         keys = CustomerKeys.of(self.redis.key_prefix, customer_id).all
         calls: list[_Call] = [("apply", keys, ("g", now))]
-        (reply,) = await self._with_retry("get", lambda: self._pipeline(calls))
+        (reply,) = await self.with_retry("get", lambda: self._pipeline(calls))
         if reply is None:
             return None
         ((row, top),) = self._decode(reply)
@@ -310,7 +310,7 @@ class FeatureStore:
             )
             for (cid, trigger, ts), body in zip(claims, bodies, strict=True)
         ]
-        replies = await self._with_retry("claim_contacts", lambda: self._pipeline(calls))
+        replies = await self.with_retry("claim_contacts", lambda: self._pipeline(calls))
         return [(r or True) if isinstance(r, bytes) else bool(r) for r in replies]
 
     async def recall_offers(self, claims: Sequence[tuple[str, str]]) -> list[bytes | None]:
@@ -326,7 +326,7 @@ class FeatureStore:
                 pipe.hget(customer_key(prefix, cid, "sent"), trigger)
             return await pipe.execute()
 
-        return list(await self._with_retry("recall_offers", run))
+        return list(await self.with_retry("recall_offers", run))
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -429,7 +429,13 @@ class FeatureStore:
                 pipe.evalsha(self._shas[name], len(keys), *keys, *args)
             return await pipe.execute()
 
-    async def _with_retry(self, what: str, op: Callable[[], Any]) -> Any:
+    async def with_retry(self, what: str, op: Callable[[], Any]) -> Any:
+        """Await ``op()``, retrying transient Redis errors with exponential backoff.
+
+        Up to ``RedisSettings.retry_attempts`` retries; then, and for rejected credentials or
+        commands, a ``FeatureStoreError``. Other per-customer stores sharing this connection
+        (the session log) run their round trips through it too.
+        """
         attempts = self.redis.retry_attempts
         attempt = 0
         while True:

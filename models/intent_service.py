@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from features.events import Click, Purchase
-from features.session_log import SessionLog
+from features.session_log import Retry, SessionLog
 from models.intent import IntentEncoder, IntentNet, IntentStep, SessionKey, session_label
 from models.intent_batcher import IntentBatcher
 from models.intent_train import OnlineTrainer, load_checkpoint
@@ -69,13 +69,19 @@ class IntentService:
         key_prefix: str,
         key: bytes,
         checkpoint_dir: Path | None = None,
+        retry: Retry | None = None,
     ) -> IntentService:
-        """Load the configured checkpoint, or start from an untrained model."""
+        """Load the configured checkpoint, or start from an untrained model.
+
+        ``retry`` carries the session log's round trips through Redis outages (the feature
+        store's ``with_retry``).
+        """
         log = SessionLog(
             redis_client,
             prefix=key_prefix,
             max_events=settings.replay_events,
             ttl_s=settings.session_log_ttl_minutes * 60.0,
+            retry=retry,
         )
         if settings.checkpoint_path is not None:
             loaded = load_checkpoint(settings.checkpoint_path, key=key)

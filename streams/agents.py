@@ -128,6 +128,7 @@ class Pipeline:
                 key_prefix=self.settings.redis.key_prefix,
                 key=self.settings.models.checkpoint_key.get_secret_value().encode(),
                 checkpoint_dir=self.settings.models.checkpoint_dir / "intent",
+                retry=self.store.with_retry,
             )
         self._started = True
         logger.info("pipeline started, models %s", self.models.version)
