@@ -14,6 +14,7 @@ Every benchmark runs its systems as separate processes on one broker and one Val
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -41,10 +42,12 @@ from streams.simulator import Simulator
 
 __all__ = [
     "KINDS",
+    "RESULTS",
     "LatencyRun",
     "Names",
     "Stack",
     "SystemProcess",
+    "add_stack_arguments",
     "embedded_stack",
     "latency_summary",
     "make_events",
@@ -64,6 +67,16 @@ _PCTS = (50.0, 95.0, 99.0, 99.9)
 class Stack:
     bootstrap: str
     redis_url: str
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--bootstrap`` and ``--redis-url``, shared by every benchmark."""
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
+    parser.add_argument("--redis-url", default=None, help="use this Redis instead of Valkey")
 
 
 @contextlib.contextmanager

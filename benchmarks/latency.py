@@ -25,6 +25,7 @@ from benchmarks import _report
 from benchmarks._harness import (
     LatencyRun,
     Names,
+    add_stack_arguments,
     embedded_stack,
     make_events,
     measure_latency,
@@ -35,8 +36,6 @@ __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).parent / "results"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamscore bench latency", description=__doc__)
@@ -46,9 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--systems", default="passthrough,streamscore")
     p.add_argument("--quick", action="store_true", help="tiny: 2 rates, 600 events")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
-    p.add_argument("--redis-url", default=None, help="use this Redis instead of Valkey")
+    add_stack_arguments(p)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for streamscore")
     return p
 

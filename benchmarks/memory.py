@@ -28,6 +28,7 @@ import redis
 from benchmarks import _report
 from benchmarks._harness import (
     Names,
+    add_stack_arguments,
     embedded_stack,
     make_events,
     measure_drain,
@@ -39,8 +40,6 @@ __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).parent / "results"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamscore bench memory", description=__doc__)
@@ -50,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--latency-events", type=int, default=5_000)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--bootstrap", default=None)
-    p.add_argument("--redis-url", default=None)
+    add_stack_arguments(p)
     return p
 
 

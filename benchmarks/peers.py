@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks import _report
 from benchmarks._harness import (
     Names,
+    add_stack_arguments,
     embedded_stack,
     make_events,
     measure_drain,
@@ -33,8 +34,6 @@ __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).parent / "results"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamscore bench peers", description=__doc__)
@@ -44,9 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-events", type=int, default=30_000)
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--bootstrap", default=None)
-    p.add_argument("--redis-url", default=None)
+    add_stack_arguments(p)
     return p
 
 

@@ -29,6 +29,7 @@ from benchmarks import _report
 from benchmarks._harness import (
     Names,
     Stack,
+    add_stack_arguments,
     embedded_stack,
     make_events,
     measure_drain,
@@ -39,8 +40,6 @@ from benchmarks._harness import (
 __all__ = ["main", "run", "stage_breakdown"]
 
 logger = logging.getLogger(__name__)
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,9 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bound-ms", type=float, default=250.0, help="p99 bound for 'sustained'")
     p.add_argument("--stage-events", type=int, default=20_000)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--bootstrap", default=None)
-    p.add_argument("--redis-url", default=None)
+    add_stack_arguments(p)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the workers")
     return p
 
