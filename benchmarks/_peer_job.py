@@ -1,91 +1,69 @@
-"""The scoring job written the obvious, per-event way, shared by the two peers.
+"""What the two peers share around streamscore's own ``Pipeline``.
 
-Per event: ``json.loads``, a few Redis calls (HINCRBY / HSET / HGETALL on one hash per
-customer), River ``predict_one``/``learn_one`` through the same models streamscore uses
-(propensity, segments), the same offer policy, and an offer dict to send. No batching.
+Both peers run ``streams.agents.Pipeline`` (same settings from ``STREAMSCORE_*``, same
+features, models, decisions, outcomes) on one event at a time; only the framework around it
+(consume, send, commit) and the batch size differ from the streamscore worker. This module
+holds the bits that make the job identical: process setup as ``streams.worker.run_worker``
+does it, the input record tuple, the tick work, and the outputs as ``(topic, key, record)``
+in the order (and with the keys) streamscore's ``publish`` sends them.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from typing import Any
+from typing import NamedTuple
 
-from features.events import Click, InvalidEvent, Limits, parse_event
-from models.bundle import ModelBundle
-from models.catalog import load_catalog
-from models.policy import OfferPolicy
-from models.settings import DecisionSettings, ModelSettings
+import faust
+import torch
 
-__all__ = ["PerEventJob", "env_names"]
+from streams.agents import BatchOutputs, Pipeline
+from streams.logs import setup_logging
+from streams.settings import Settings, TopicSettings
 
+__all__ = ["InputRecord", "Output", "outputs", "prepare_process", "record", "tick"]
 
-def env_names() -> dict[str, Any]:
-    e = os.environ
-    return {
-        "bootstrap": e["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"],
-        "redis_url": e["STREAMSCORE_REDIS__URL"],
-        "prefix": e.get("STREAMSCORE_REDIS__KEY_PREFIX", "peer"),
-        "inputs": {
-            e["STREAMSCORE_TOPICS__CLICKS"]: "clicks",
-            e["STREAMSCORE_TOPICS__PURCHASES"]: "purchases",
-            e["STREAMSCORE_TOPICS__FEEDBACK"]: "feedback",
-        },
-        "offers": e["STREAMSCORE_TOPICS__OFFERS"],
-        "group": e["STREAMSCORE_WORKER__APP_ID"],
-    }
+InputRecord = tuple[str, int, int, bytes | None, bytes | None, float | None]
 
 
-class PerEventJob:
-    """Models and policy; ``features_commands`` and ``decide`` around the caller's Redis I/O."""
+class Output(NamedTuple):
+    """One output record and where it goes."""
 
-    def __init__(self) -> None:
-        self.models = ModelBundle(ModelSettings())
-        decision = DecisionSettings(frequency_cap_minutes=0)
-        self.policy = OfferPolicy(load_catalog(decision.catalog_path), decision)
-        self.limits = Limits()
+    topic: str
+    key: bytes
+    record: faust.Record
 
-    def parse(self, kind: str, value: bytes) -> Any:
-        json.loads(value)  # the obvious way decodes first (parse_event validates again)
-        try:
-            return parse_event(kind, value, now=time.time(), kafka_ts=None, limits=self.limits)
-        except InvalidEvent:
-            return None
 
-    @staticmethod
-    def updates(event: Any) -> dict[str, float]:
-        """HINCRBYFLOAT fields for this event."""
-        if isinstance(event, Click):
-            d = {"clicks_30d": 1.0, "clicks_1h": 1.0, "session_clicks": 1.0}
-            if event.action == "add_to_cart":
-                d.update({"carts_30d": 1.0, "carts_1h": 1.0, "session_carts": 1.0})
-                d["cart_value"] = float(event.price or 0.0)
-            return d
-        if hasattr(event, "total"):
-            return {"purchases_30d": 1.0, "spend_30d": float(event.total)}
-        return {"feedback_count": 1.0}
+def prepare_process(settings: Settings) -> None:
+    """Logging and one torch thread, as the streamscore worker sets them up."""
+    setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    torch.set_num_threads(1)
 
-    def decide(self, event: Any, raw: dict[bytes, bytes]) -> dict[str, Any] | None:
-        x = {k.decode(): float(v) for k, v in raw.items()}
-        m = self.models
-        if not isinstance(event, Click):
-            if hasattr(event, "total"):
-                m.propensity.observe_purchase(event.customer_id, event.ts)
-            return None
-        p = m.propensity.score_click(event.customer_id, event.event_id, event.ts, x)
-        segment = m.segments.assign(x)
-        m.propensity.expire(event.ts)
-        d = self.policy.decide(event, x, (), p, segment, None, m.version)
-        if d is None:
-            return None
-        return {
-            "offer_event_id": f"o-{event.event_id}",
-            "customer_id": event.customer_id,
-            "offer_id": d.offer_id,
-            "score": d.score,
-            "propensity": p,
-            "segment": segment,
-            "trigger_event_id": event.event_id,
-            "ts": time.time(),
-        }
+
+def record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    timestamp_s: float | None,
+) -> InputRecord:
+    """The tuple ``Pipeline.handle`` takes; a missing or zero broker timestamp is ``None``."""
+    ts = timestamp_s if timestamp_s and timestamp_s > 0 else None
+    return (topic, partition, offset, key, value, ts)
+
+
+async def tick(pipeline: Pipeline) -> BatchOutputs:
+    """The work of streamscore's 1 s timer: due alerts and expired offer outcomes."""
+    alerts = pipeline.tick()
+    outcomes = await pipeline.offer_loop.expire(pipeline.clock.now())
+    return BatchOutputs(alerts=alerts, outcomes=outcomes)
+
+
+def outputs(topics: TopicSettings, out: BatchOutputs) -> list[Output]:
+    """Every output of ``out``, keyed and ordered as streamscore publishes them."""
+    return [
+        *[Output(topics.offers, o.customer_id.encode(), o) for o in out.offers],
+        *[Output(topics.alerts, a.customer_id.encode(), a) for a in out.alerts],
+        *[Output(topics.dead_letters, (d.key or "").encode(), d) for d in out.dead_letters],
+        *[Output(topics.intents, i.customer_id.encode(), i) for i in out.intents],
+        *[Output(topics.offer_outcomes, o.customer_id.encode(), o) for o in out.outcomes],
+    ]

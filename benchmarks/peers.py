@@ -1,10 +1,12 @@
 """Peers on the identical job: same events, same broker, same Redis, same run.
 
 Systems: ``passthrough`` (the floor), ``streamscore``, ``faust_naive`` (a per-event Faust agent
-written the obvious way: ``benchmarks/peers_faust_naive.py``) and ``quix`` (the same per-event
-job in Quix Streams: ``benchmarks/peers_quix.py``). For each: latency at ``--rate`` and a drain
-of ``--drain-events`` (events/s and events per CPU-second). A system that cannot run is
-recorded with the reason (its log's last lines) instead of figures.
+written the obvious way: ``benchmarks/peers_faust_naive.py``) and ``quix`` (the same in Quix
+Streams: ``benchmarks/peers_quix.py``). Both peers run streamscore's own ``Pipeline`` with the
+same settings (same features, models, decisions, outcomes), one event at a time, so the
+comparison isolates the framework and the batching. For each system: latency at ``--rate`` and
+a drain of ``--drain-events`` (events/s and events per CPU-second). A system that cannot run
+is recorded with the reason (its log's last lines) instead of figures.
 
     streamscore bench peers                     # 1,000 ev/s x 20,000 events + 30,000-event drain
     streamscore bench peers --quick

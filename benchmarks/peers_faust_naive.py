@@ -1,19 +1,24 @@
-"""Peer 1: a plain per-event Faust agent, written the obvious way (run as a subprocess).
+"""Peer 1: streamscore's job in a plain per-event Faust agent, written the obvious way.
 
-Same app settings and tuned transport as streamscore (so the difference is how the job is
-written, not the fetch-wait fix); ``async for value in stream``; per event: decode, Redis
-HINCRBYFLOAT + HSET + HGETALL (awaited one by one), River learn/predict, ``await topic.send``.
+Run as a subprocess by the harness (``python -m benchmarks.peers_faust_naive``), with the
+same ``STREAMSCORE_*`` environment as the streamscore worker. It runs streamscore's own
+``Pipeline`` (same features, models, decisions, outcomes) but one event at a time:
+``async for event in stream.events()``, ``await pipeline.handle([record])``, then
+``await topic.send(...)`` for each output in turn, plus the same 1 s tick timer. Same app
+class and tuned transport as streamscore (so the fetch-wait fix is not what is compared):
+the difference is the per-event loop instead of ``take_events`` batches with one wait for
+all acks.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import sys
 
 import faust
-from redis.asyncio import Redis
+from faust.types import StreamT
 
-from benchmarks._peer_job import PerEventJob, env_names
+from benchmarks._peer_job import outputs, prepare_process, record, tick
+from streams.agents import BatchOutputs, Pipeline
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -21,38 +26,57 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    names = env_names()
     settings = Settings()
+    prepare_process(settings)
     app = create_app(settings)
-    job = PerEventJob()
-    redis = Redis.from_url(names["redis_url"])
-    inputs = app.topic(*names["inputs"], value_type=bytes, value_serializer="raw")
-    offers = app.topic(names["offers"], value_type=bytes, value_serializer="raw")
+    pipeline = Pipeline(settings)
+    topics = settings.topics
+    inputs = app.topic(
+        *topics.inputs,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    sinks = {
+        name: app.topic(name, key_type=bytes, key_serializer="raw")
+        for name in (
+            topics.offers,
+            topics.alerts,
+            topics.dead_letters,
+            topics.intents,
+            topics.offer_outcomes,
+        )
+    }
+
+    async def send(out: BatchOutputs) -> None:
+        for o in outputs(topics, out):
+            await sinks[o.topic].send(key=o.key, value=o.record)
 
     @app.agent(inputs, name="naive")
-    async def naive(stream: Any) -> None:
-        async for value in stream:
-            kind = names["inputs"][stream.current_event.message.topic]
-            event = job.parse(kind, value)
-            if event is None:
-                continue
-            key = f"{names['prefix']}:{event.customer_id}"
-            for field, amount in job.updates(event).items():
-                await redis.hincrbyfloat(key, field, amount)
-            await redis.hset(key, "last_ts", event.ts)
-            raw = await redis.hgetall(key)
-            raw.pop(b"last_ts", None)
-            offer = job.decide(event, raw)
-            if offer is not None:
-                await offers.send(key=event.customer_id.encode(), value=json.dumps(offer).encode())
+    async def naive(stream: StreamT[bytes]) -> None:
+        await pipeline.start()
+        try:
+            async for event in stream.events():
+                m = event.message
+                rec = record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                await send(await pipeline.handle([rec]))
+        finally:
+            await pipeline.close()
 
+    @app.timer(1.0)
+    async def every_second() -> None:
+        await send(await tick(pipeline))
+
+    sys.argv = [*sys.argv[:1], "worker"]
     faust.Worker(
-        app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+        app,
+        loglevel=settings.worker.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
     ).execute_from_commandline()
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.argv = [*sys.argv[:1], "worker"]
     main()

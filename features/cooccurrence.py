@@ -23,7 +23,8 @@ Keys (hash-tagged by item, category or customer, so each command touches one clu
 
 Per batch: ``context`` reads the customers' recent and bought items (one round trip, which the
 caller may overlap with the feature store's), then ``update`` sends every write and the reads
-for the requested recommendations in one pipeline (one round trip). Learning is not idempotent
+for the requested recommendations in one ``CommandBatch`` (one round trip, and on a standalone
+server one script call, not one command per key and member). Learning is not idempotent
 (``ZINCRBY``): the caller passes only events the feature store applied (not duplicates), so a
 replay adds nothing; a batch that fails between the two stores loses its co-occurrences, which
 only nudges approximate counts.
@@ -34,19 +35,17 @@ only nudges approximate counts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Final
 
-import orjson
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from features.batch import CommandBatch
 from features.events import Click, Event, Purchase
 from features.keys import customer_key
 from features.settings import RecommendSettings
@@ -151,11 +150,6 @@ class CooccurrenceStore:
         self._window_s = s.pair_window_minutes * 60.0
         self._item_ttl_ms = max(1, round(s.item_ttl_days * 86_400_000))
         self._customer_ttl_ms = max(1, round(customer_ttl_days * 86_400_000))
-        self._bump_lua = (
-            resources.files(__package__).joinpath("bump_scores.lua").read_text(encoding="utf-8")
-        )
-        self._bump_sha = hashlib.sha1(self._bump_lua.encode()).hexdigest()
-        self._bump_loaded = False
 
     def growth(self, ts: float) -> float:
         """The multiplier of an increment at event time ``ts`` (see the module docstring)."""
@@ -172,7 +166,7 @@ class CooccurrenceStore:
         )
         if not customers:
             return {}
-        pipe = self.client.pipeline(transaction=False)
+        pipe = CommandBatch(self.client)
         for cid in customers:
             pipe.zrange(customer_key(self.prefix, cid, "recent"), 0, -1, withscores=True)
             pipe.zrange(customer_key(self.prefix, cid, "bought"), 0, -1)
@@ -211,28 +205,11 @@ class CooccurrenceStore:
                 self._learn_purchase(event, context, incr, recent_add, bought_add)
         if not incr and not recent_add and not requests:
             return []
-        for attempt in (1, 2):
-            if not self._bump_loaded:
-                try:
-                    await self.client.script_load(self._bump_lua)
-                except (rex.RedisError, OSError) as exc:
-                    raise FeatureStoreError(
-                        f"Redis co-occurrence script load failed: {exc}"
-                    ) from exc
-                self._bump_loaded = True
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_writes(pipe, incr, recent_add, bought_add)
-            n_writes = len(pipe)
-            plans = [self._queue_reads(pipe, r, context.get(r.customer_id)) for r in requests]
-            try:
-                replies = await self._execute("update", pipe)
-                break
-            except FeatureStoreError as exc:
-                # Redis restarted and lost its script cache: load it again and redo the batch
-                # (the other writes are idempotent: ZADD GT, trims and TTLs).
-                if attempt == 2 or not isinstance(exc.__cause__, rex.NoScriptError):
-                    raise
-                self._bump_loaded = False
+        pipe = CommandBatch(self.client)
+        self._queue_writes(pipe, incr, recent_add, bought_add)
+        n_writes = len(pipe)
+        plans = [self._queue_reads(pipe, r, context.get(r.customer_id)) for r in requests]
+        replies = await self._execute("update", pipe)
         reads = replies[n_writes:]
         out: list[list[str]] = []
         at = 0
@@ -304,7 +281,7 @@ class CooccurrenceStore:
 
     def _queue_writes(
         self,
-        pipe: Any,
+        pipe: CommandBatch,
         incr: dict[str, dict[str, float]],
         recent_add: dict[str, dict[str, float]],
         bought_add: dict[str, dict[str, float]],
@@ -312,8 +289,10 @@ class CooccurrenceStore:
         s = self.settings
         for key, members in incr.items():
             bound = s.max_popular if key.endswith(":pop") else s.max_co_items
-            flat = [x for pair in members.items() for x in pair]
-            pipe.evalsha(self._bump_sha, 1, key, bound, self._item_ttl_ms, orjson.dumps(flat))
+            for member, amount in members.items():
+                pipe.zincrby(key, amount, member)
+            pipe.zremrangebyrank(key, 0, -(bound + 1))
+            pipe.pexpire(key, self._item_ttl_ms)
         for parts, bound in ((recent_add, s.recent_items), (bought_add, s.bought_items)):
             name = "recent" if parts is recent_add else "bought"
             for cid, members in parts.items():
@@ -323,7 +302,7 @@ class CooccurrenceStore:
                 pipe.pexpire(key, self._customer_ttl_ms)
 
     def _queue_reads(
-        self, pipe: Any, request: RecommendRequest, items: CustomerItems | None
+        self, pipe: CommandBatch, request: RecommendRequest, items: CustomerItems | None
     ) -> tuple[int, int, set[str]]:
         s = self.settings
         recent = items.newest(s.seed_items) if items is not None else []
@@ -338,7 +317,7 @@ class CooccurrenceStore:
             pipe.zrevrange(category_key(self.prefix, category), 0, depth - 1)
         return len(seeds), len(categories), exclude
 
-    async def _execute(self, what: str, pipe: Any) -> list[Any]:
+    async def _execute(self, what: str, pipe: CommandBatch) -> list[Any]:
         try:
             return await pipe.execute()
         except rex.ResponseError as exc:

@@ -38,6 +38,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from features.batch import CommandBatch
 from features.events import Purchase
 from features.keys import customer_key
 from features.store import FeatureStoreError
@@ -301,7 +302,7 @@ class OutcomeStore:
             return {}
 
         async def op() -> list[Any]:
-            pipe = self._pipe()
+            pipe = CommandBatch(self._require())
             for cid in cids:
                 pipe.hgetall(self._keys(cid)[1])
                 pipe.exists(customer_key(self.key_prefix, cid, "optout"))

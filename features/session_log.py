@@ -23,6 +23,7 @@ import orjson
 import redis
 import redis.asyncio
 
+from features.batch import CommandBatch
 from features.keys import customer_key
 
 __all__ = ["Retry", "SessionLog"]
@@ -101,12 +102,12 @@ class SessionLog:
     async def aexchange(
         self, appends: Sequence[tuple[SessionKey, Any]], read: Sequence[SessionKey] = ()
     ) -> dict[SessionKey, list[Any]]:
-        """``exchange`` on a ``redis.asyncio`` client."""
+        """``exchange`` on a ``redis.asyncio`` client, as one script call (``CommandBatch``)."""
         if not appends and not read:
             return {}
 
         async def run() -> dict[SessionKey, list[Any]]:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = CommandBatch(self.client)  # type: ignore[arg-type]
             read_keys = self._queue(pipe, appends, read)
             return self._decode(read_keys, await pipe.execute())
 

@@ -4,7 +4,8 @@
 ``apply_events.lua`` (up to 64 customers per call on a standalone server, one hash slot per
 call on a cluster), all in one pipeline; each call dedups its events by ``event_id``, updates
 the customers' state and returns the feature row after every event.
-``claim_contacts`` is the frequency cap, also one pipeline. Key layout, window edges and the
+``claim_contacts`` is the frequency cap, grouped the same way (``claim_contact.lua`` decides
+many claims per call). Key layout, window edges and the
 dedup horizon are documented in ``docs/feature-store.md``.
 
 Windows are bucketed by event time (UTC-aligned buckets) and summed relative to a reference
@@ -41,6 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from features.batch import CommandBatch
 from features.events import Click, Event, Purchase
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
@@ -302,16 +304,27 @@ class FeatureStore:
             return []
         prefix = self.redis.key_prefix
         bodies = payloads if payloads is not None else [b""] * len(claims)
-        calls: list[_Call] = [
-            (
-                "claim",
-                (CustomerKeys.of(prefix, cid).offers, customer_key(prefix, cid, "sent")),
-                (trigger, ts, cap_seconds, body),
-            )
-            for (cid, trigger, ts), body in zip(claims, bodies, strict=True)
+        chunk_of = {
+            cid: n
+            for n, chunk in enumerate(self._chunks(list(dict.fromkeys(c[0] for c in claims))))
+            for cid in chunk
+        }
+        # per script call: the claims' indices, keys and arguments, claims in input order
+        groups: list[tuple[list[int], list[str], list[Any]]] = [
+            ([], [], [cap_seconds]) for _ in range(max(chunk_of.values()) + 1)
         ]
+        for i, ((cid, trigger, ts), body) in enumerate(zip(claims, bodies, strict=True)):
+            indices, keys, args = groups[chunk_of[cid]]
+            indices.append(i)
+            keys += (CustomerKeys.of(prefix, cid).offers, customer_key(prefix, cid, "sent"))
+            args += (trigger, ts, body)
+        calls: list[_Call] = [("claim", tuple(k), tuple(a)) for _, k, a in groups]
         replies = await self.with_retry("claim_contacts", lambda: self._pipeline(calls))
-        return [(r or True) if isinstance(r, bytes) else bool(r) for r in replies]
+        out: list[bool | bytes] = [False] * len(claims)
+        for (indices, _, _), reply in zip(groups, replies, strict=True):
+            for i, r in zip(indices, reply, strict=True):
+                out[i] = (r or True) if isinstance(r, bytes) else bool(r)
+        return out
 
     async def recall_offers(self, claims: Sequence[tuple[str, str]]) -> list[bytes | None]:
         """The offers published for ``(customer_id, trigger_event_id)`` pairs, if any."""
@@ -321,7 +334,7 @@ class FeatureStore:
         prefix = self.redis.key_prefix
 
         async def run() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
+            pipe = CommandBatch(client)
             for cid, trigger in claims:
                 pipe.hget(customer_key(prefix, cid, "sent"), trigger)
             return await pipe.execute()

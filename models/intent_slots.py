@@ -19,6 +19,7 @@ session's running encoder state (time of its last event, its position) and last 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
@@ -52,6 +53,7 @@ class SlotTable:
         self.evictions = 0
         self.expirations = 0
         self._rows: OrderedDict[Hashable, int] = OrderedDict()  # LRU order, oldest first
+        self._next_sweep = -math.inf
         self._free = list(range(capacity - 1, -1, -1))
         self._key_of: list[Hashable | None] = [None] * capacity
         self.last_ts: list[float | None] = [None] * (capacity + 1)
@@ -126,7 +128,14 @@ class SlotTable:
         return True
 
     def expire(self, now: float) -> list[Hashable]:
-        """Drop sessions whose last event is more than ``idle_s`` before ``now``."""
+        """Drop sessions whose last event is more than ``idle_s`` before ``now``.
+
+        The table is swept at most once per ``idle_s / 60`` of event time (a full scan per
+        batch cost more than the LSTM step), so a session may outlive ``idle_s`` by that much.
+        """
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + self.idle_s / 60.0
         cutoff = now - self.idle_s
         expired = [k for k, r in self._rows.items() if (self.last_ts[r] or now) < cutoff]
         for k in expired:

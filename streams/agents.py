@@ -207,9 +207,12 @@ class Pipeline:
             models.text.score(e.text, e.rating) if isinstance(e, Feedback) else None for e in valid
         ]
         watch.lap("models")
-        results = await self.store.apply(valid, sentiments)
-        await self.offer_loop.prepare(valid)
-        await self.insights.prepare(valid)
+        # three independent reads/writes, overlapped: features, contact states, recent items
+        results, _, _ = await asyncio.gather(
+            self.store.apply(valid, sentiments),
+            self.offer_loop.prepare(valid),
+            self.insights.prepare(valid),
+        )
         watch.lap("redis")
         intents = await self._intents(valid, results)
         watch.lap("intent")
@@ -241,9 +244,13 @@ class Pipeline:
         watch.lap("models")
         out.offers = await self._claim(candidates, out.duplicates)
         watch.lap("redis")
-        await self.insights.finish(valid, results, out.offers)
         out.alerts = self.insights.admit(out.alerts)
-        out.outcomes = await self.offer_loop.finish(out.offers, out.alerts, valid)
+        # independent round trips, overlapped: co-occurrence learning and recommendations on
+        # the offers, and the offers' outcome windows
+        _, out.outcomes = await asyncio.gather(
+            self.insights.finish(valid, results, out.offers),
+            self.offer_loop.finish(out.offers, out.alerts, valid),
+        )
         return out
 
     async def _claim(

@@ -43,6 +43,7 @@ def test_peers_quick(tmp_path: Path) -> None:
     assert bench_main(argv) == 0
     rows = {r["system"]: r for r in _load(tmp_path, "peers")["results"]}
     assert "error" not in rows["faust_naive"], rows["faust_naive"].get("error")
+    assert rows["faust_naive"]["matched"] > 0  # the per-event Pipeline made offers
     assert rows["faust_naive"]["p99_vs_streamscore"] > 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
@@ -17,13 +17,6 @@ from features.events import Click, Purchase, PurchaseItem
 from features.settings import RecommendSettings
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def view(eid: str, cid: str, ts: float, item: str, cat: str = "toys") -> Click:
@@ -120,16 +113,23 @@ async def test_decay_and_bounds(aredis: redis.asyncio.Redis, unique: Callable[[s
 async def test_one_round_trip_each(
     aredis: redis.asyncio.Redis, unique: Callable[[str], str]
 ) -> None:
+    """Reads and writes of a whole batch go as one script call each, not one per command."""
     store = CooccurrenceStore(aredis, prefix=unique("ss"))
-    calls = []
-    real = aredis.pipeline
+    await store.context([view("0", "c0", T0, "i0")])  # loads the batch script
+    calls: list[str] = []
+    real_pipeline, real_evalsha = aredis.pipeline, aredis.evalsha
 
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return real(*args, **kwargs)
+    def pipeline(*args: object, **kwargs: object) -> object:
+        calls.append("pipeline")
+        return real_pipeline(*args, **kwargs)
 
-    aredis.pipeline = counting  # type: ignore[method-assign]
+    def evalsha(*args: object) -> object:
+        calls.append("evalsha")
+        return real_evalsha(*args)
+
+    aredis.pipeline = pipeline  # type: ignore[method-assign]
+    aredis.evalsha = evalsha  # type: ignore[method-assign]
     events = [view(str(k), f"c{k % 7}", T0 + k, f"i{k % 11}") for k in range(200)]
     ctx = await store.context(events)
     out = await store.update(events, ctx, [RecommendRequest("c1", "i1", "toys")] * 5)
-    assert len(calls) == 2 and len(out) == 5 and all(out)
+    assert calls == ["evalsha", "evalsha"] and len(out) == 5 and all(out)
