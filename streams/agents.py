@@ -7,9 +7,10 @@ One agent reads the three input topics in batches (``stream.take_events``). For 
 2. apply the valid events to the Redis feature store in one round trip;
 3. score them with the online models (propensity, segment, session intent) and learn;
 4. decide offers and alerts, claim the per-customer contact slot in Redis (one round trip);
-5. publish offers, alerts and dead letters and wait for the broker's acknowledgements.
+5. publish offers, alerts and dead letters.
 
-Only then does the agent return the batch to Faust, which acks it and commits its offsets:
+A batch's input offsets are released for commit only once the broker has acknowledged all of
+its outputs (``settle``; the next batch is handled meanwhile, up to ``unacked_batches``):
 at-least-once delivery plus idempotent features give effectively-once features.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -251,6 +253,7 @@ class Pipeline:
             self.insights.finish(valid, results, out.offers),
             self.offer_loop.finish(out.offers, out.alerts, valid),
         )
+        watch.lap("learn")
         return out
 
     async def _claim(
@@ -487,9 +490,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     batch_max = settings.worker.batch_max
     within = settings.worker.batch_wait_ms / 1000.0
 
-    async def publish(out: BatchOutputs) -> None:
-        start = time.perf_counter()
-        futures = [
+    async def send(out: BatchOutputs) -> list[Any]:
+        """Hand every output to the producer; the futures of the broker's acknowledgements."""
+        return [
             *[await offers.send(key=o.customer_id.encode(), value=o) for o in out.offers],
             *[await alerts.send(key=a.customer_id.encode(), value=a) for a in out.alerts],
             *[
@@ -499,21 +502,51 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
             *[await intents.send(key=i.customer_id.encode(), value=i) for i in out.intents],
             *[await outcomes.send(key=o.customer_id.encode(), value=o) for o in out.outcomes],
         ]
+
+    async def publish(out: BatchOutputs) -> None:
+        start = time.perf_counter()
+        futures = await send(out)
         if futures:
             await asyncio.gather(*futures)
         out.stages["produce"] = time.perf_counter() - start
         pipeline.metrics.observe_outputs(out)
 
+    async def settle(
+        batch: Sequence[EventT], records: list[Any], out: BatchOutputs, futures: list[Any]
+    ) -> None:
+        """Once the broker has the batch's outputs, release its input offsets for commit."""
+        start = time.perf_counter()
+        if futures:
+            await asyncio.gather(*futures)
+        out.stages["produce"] = time.perf_counter() - start
+        for event in batch:
+            if event.ack():  # the last reference: the consumer may commit this offset now
+                m = event.message
+                app.sensors.on_message_out(m.tp, m.offset, m)
+        pipeline.metrics.observe_outputs(out)
+        pipeline.count(len(batch), out)
+        pipeline.metrics.observe_batch(records, out)
+
     @app.agent(inputs, name="score")
     async def score(stream: StreamT[bytes]) -> None:
+        # Handling batch n+1 overlaps the broker's acknowledgement of batch n's outputs (up to
+        # ``unacked_batches``): each input message holds one extra reference until ``settle``,
+        # so Faust's own ack after each batch does not let the consumer commit it early.
+        unsettled: deque[asyncio.Future[None]] = deque()
+        limit = settings.worker.unacked_batches
         try:
             await pipeline.start()
             async for batch in stream.take_events(batch_max, within=within):
+                for event in batch:
+                    event.message.incref()
                 records = [_record(e) for e in batch]
                 out = await _until_applied(pipeline, records)
-                await publish(out)
-                pipeline.count(len(batch), out)
-                pipeline.metrics.observe_batch(records, out)
+                futures = await send(out)
+                unsettled.append(asyncio.ensure_future(settle(batch, records, out, futures)))
+                while unsettled and (len(unsettled) > limit or unsettled[0].done()):
+                    await unsettled.popleft()  # re-raises a failed publish
+            while unsettled:
+                await unsettled.popleft()
         except Exception as exc:
             # A bug or an unrecoverable dependency: stop the worker (its offsets stay where
             # they are) rather than idle with a dead agent; the supervisor restarts it.
@@ -521,6 +554,8 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
             await app.crash(exc)
             raise
         finally:
+            for task in unsettled:
+                task.cancel()
             await pipeline.close()
 
     @app.agent(suppressions, name="suppress")

@@ -67,7 +67,7 @@ BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # Events whose own timestamp is older than this are replays or backfills, not live traffic:
 # they are counted, but kept out of the event-clock latency histogram.
 LIVE_WINDOW_S: Final = 300.0
-STAGES: Final = ("validate", "models", "redis", "intent", "decide", "produce")
+STAGES: Final = ("validate", "models", "redis", "intent", "decide", "learn", "produce")
 
 # Dead-letter reasons are sentences with values in them; the label is a short category.
 # Checked in order: the first needle found in the reason names its category.

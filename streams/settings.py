@@ -109,6 +109,9 @@ class WorkerSettings(BaseModel):
     # Events are handled in batches: up to batch_max, or what arrived within batch_wait_ms.
     batch_max: int = Field(default=500, ge=1)
     batch_wait_ms: float = Field(default=5.0, ge=0)
+    # Batches whose outputs may still await the broker's acknowledgement while the next batch
+    # is handled (their input offsets are committed only once acknowledged); 0 = wait each.
+    unacked_batches: int = Field(default=2, ge=0)
     max_payload_bytes: int = Field(default=16_384, ge=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
