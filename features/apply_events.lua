@@ -6,6 +6,7 @@
 --
 -- KEYS: 3 per customer: state (msgpack blob), seen (zset event_id -> ts), offers (zset
 -- trigger_event_id -> ts). In a cluster all keys of one call share one slot.
+-- ARGV (decoded by the header from one JSON array of strings):
 -- ARGV[1] = 'a' (apply), then per customer (in KEYS order): the number of its events, then
 --   one record per event: event_id, kind (c|p|f), ts, session_id, action, value, sentiment,
 --   ncat, then ncat x (category, affinity weight); the first category is the event's own.

@@ -1,7 +1,7 @@
 -- Claim the right to contact customers (the frequency cap; see docs/feature-store.md), for
 -- several claims in one call, decided in order (claims of one customer see each other).
 --
--- FeatureStore prepends TTL_MS and OFFERS_KEPT.
+-- FeatureStore prepends TTL_MS and OFFERS_KEPT, and decodes ARGV from one JSON array.
 -- Per claim n: KEYS[2n-1] offers (zset trigger_event_id -> ts), KEYS[2n] sent (hash
 -- trigger_event_id -> the offer as published). ARGV[1] cap_seconds, then per claim
 -- ARGV[3n-1..3n+1]: trigger_event_id, ts, offer payload.

@@ -289,17 +289,12 @@ class CooccurrenceStore:
         s = self.settings
         for key, members in incr.items():
             bound = s.max_popular if key.endswith(":pop") else s.max_co_items
-            for member, amount in members.items():
-                pipe.zincrby(key, amount, member)
-            pipe.zremrangebyrank(key, 0, -(bound + 1))
-            pipe.pexpire(key, self._item_ttl_ms)
+            pipe.zmerge(key, members, incr=True, keep=bound, ttl_ms=self._item_ttl_ms)
         for parts, bound in ((recent_add, s.recent_items), (bought_add, s.bought_items)):
             name = "recent" if parts is recent_add else "bought"
             for cid, members in parts.items():
                 key = customer_key(self.prefix, cid, name)
-                pipe.zadd(key, members, gt=True)
-                pipe.zremrangebyrank(key, 0, -(bound + 1))
-                pipe.pexpire(key, self._customer_ttl_ms)
+                pipe.zmerge(key, members, incr=False, keep=bound, ttl_ms=self._customer_ttl_ms)
 
     def _queue_reads(
         self, pipe: CommandBatch, request: RecommendRequest, items: CustomerItems | None

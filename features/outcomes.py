@@ -38,7 +38,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from features.batch import CommandBatch
+from features.batch import CommandBatch, packed
 from features.events import Purchase
 from features.keys import customer_key
 from features.store import FeatureStoreError
@@ -48,6 +48,7 @@ __all__ = ["ContactState", "OpenOffer", "OutcomeStore", "Resolution"]
 logger = logging.getLogger(__name__)
 
 _RECORD: Final = r"""
+local ARGV = cjson.decode(ARGV[1])  -- one JSON array of strings (features.batch.packed)
 -- KEYS: outcomes hash, contact hash.
 -- ARGV: ttl_ms, keep_s, n_open, {oid, record, offer_id, ts, trigger} x n_open,
 --       n_purchases, {order_id, ts, n_lines, {category, amount} x n_lines} x n_purchases,
@@ -359,7 +360,7 @@ class OutcomeStore:
                 o_args, p_args, n_args = per[cid]
                 argv = [self._ttl_ms, self.keep_s, len(o_args) // 5, *o_args]
                 argv += [_count_purchases(p_args), *p_args, len(n_args), *n_args]
-                pipe.evalsha(self._shas["record"], 2, *self._keys(cid), *argv)
+                pipe.evalsha(self._shas["record"], 2, *self._keys(cid), packed(argv))
             due = {orjson.dumps([o.customer_id, o.offer_event_id]): o.deadline for o in offers}
             if due:
                 pipe.zadd(self._due_key, due)

@@ -70,3 +70,18 @@ def test_cluster_groups_follow_hash_slots() -> None:
     groups = batch._groups(batch._commands, cluster=True)
     assert sorted(groups) == [[0, 2], [1, 4], [3]]
     assert batch._groups(batch._commands, cluster=False) == [[0, 1, 2, 3, 4]]
+
+
+async def test_zmerge_adds_or_raises_then_trims_and_expires(
+    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
+    inc, gt = unique("zm") + ":{i}", unique("zm") + ":{g}"
+    batch = CommandBatch(aredis)
+    batch.zmerge(inc, {"a": 1.0, "b": 2.0, "c": 0.5}, incr=True, keep=2, ttl_ms=60_000)
+    batch.zmerge(inc, {"c": 3.0}, incr=True, keep=2, ttl_ms=60_000)  # c: 0.5 was trimmed
+    batch.zmerge(gt, {"x": 5.0, "y": 1.0}, incr=False, keep=5, ttl_ms=1_000)
+    batch.zmerge(gt, {"x": 4.0, "y": 2.0}, incr=False, keep=5, ttl_ms=1_000)
+    assert await batch.execute() == [1, 1, 1, 1]
+    assert await aredis.zrange(inc, 0, -1, withscores=True) == [(b"b", 2.0), (b"c", 3.0)]
+    assert await aredis.zrange(gt, 0, -1, withscores=True) == [(b"y", 2.0), (b"x", 5.0)]
+    assert 0 < await aredis.pttl(gt) <= 1_000 and await aredis.pttl(inc) > 1_000
