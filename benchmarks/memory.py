@@ -74,6 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(c) for c in args.customers.split(",")]
     rows: list[dict[str, Any]] = []
     series: dict[str, tuple[list[float], list[float]]] = {}
+    drain_series: dict[str, list[float | None]] = {}
     with (
         embedded_stack(args.bootstrap, args.redis_url) as stack,
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
@@ -98,15 +99,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rest = events[warm + args.latency_events + 200 :]
                 step = max(1, len(rest) // args.chunks)
                 xs, ys = [0.0], [procs[0].rss_bytes() / 2**20]
+                rates: list[float | None] = []
                 done = 0
                 for i in range(0, len(rest), step):
                     chunk = rest[i : i + step]
                     # A fresh probe each chunk is cheap; measure_drain needs outputs to time.
-                    await measure_drain(procs, names, chunk, idle_s=1.5)
+                    d = await measure_drain(procs, names, chunk, idle_s=1.5)
+                    rates.append(d["events_per_s"])
                     done += len(chunk)
                     xs.append(float(done))
                     ys.append(procs[0].rss_bytes() / 2**20)
-                    logger.info("%s customers: %s events, RSS %.1f MB", customers, done, ys[-1])
+                    logger.info(
+                        "%s customers: %s events, RSS %.1f MB, %s ev/s",
+                        *(customers, done, ys[-1], d["events_per_s"]),
+                    )
             finally:
                 for p in procs:
                     p.stop()
@@ -123,6 +129,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "customers_seen": seen,
                 "events": done,
                 **{k: v for k, v in lat.summary().items() if k in ("p50_ms", "p99_ms")},
+                "drain_events_per_s_first_chunk": rates[0] if rates else None,
+                "drain_events_per_s_last_chunk": rates[-1] if rates else None,
                 "rss_mb_start": round(ys[0], 1),
                 "rss_mb_end": round(ys[-1], 1),
                 "rss_slope_mb_per_100k_events": round(slope, 2) if slope is not None else None,
@@ -134,12 +142,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             rows.append(row)
             series[f"{customers} customers"] = (xs, ys)
+            drain_series[f"{customers} customers"] = rates
     doc = {
         "benchmark": "memory",
         "environment": _report.environment(),
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "results": rows,
         "rss_series": {k: {"events": x, "rss_mb": y} for k, (x, y) in series.items()},
+        "drain_series": drain_series,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     import matplotlib
@@ -166,6 +176,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "events",
             "p50_ms",
             "p99_ms",
+            "drain_events_per_s_first_chunk",
+            "drain_events_per_s_last_chunk",
             "rss_mb_start",
             "rss_mb_end",
             "rss_slope_mb_per_100k_events",

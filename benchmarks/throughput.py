@@ -22,6 +22,7 @@ import asyncio
 import logging
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from benchmarks import _report
 from benchmarks._harness import (
     Names,
     Stack,
+    SystemProcess,
     add_stack_arguments,
     embedded_stack,
     make_events,
@@ -133,10 +135,41 @@ async def stage_breakdown(stack: Stack, n_events: int, customers: int) -> dict[s
     }
 
 
+def _worker_stages(proc: SystemProcess) -> dict[str, Any]:
+    """The worker's own stage timings over the drain, from its Prometheus ``/metrics``."""
+    port = proc.env["STREAMSCORE_WORKER__WEB_PORT"]
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        logger.warning("worker metrics unavailable: %s", exc)
+        return {}
+    sums: dict[str, float] = {}
+    batches = events = 0.0
+    for line in text.splitlines():
+        if line.startswith('streamscore_stage_seconds_sum{stage="'):
+            name = line.split('"')[1]
+            sums[name] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("streamscore_batch_size_count "):
+            batches = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("streamscore_batch_size_sum "):
+            events = float(line.rsplit(" ", 1)[1])
+    if not events or not batches:
+        return {}
+    return {
+        "batches": int(batches),
+        "mean_batch": round(events / batches, 1),
+        "us_per_event": {k: round(v / events * 1e6, 1) for k, v in sums.items()},
+        "ms_per_batch": {k: round(v / batches * 1e3, 2) for k, v in sums.items()},
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = dict(kv.split("=", 1) for kv in args.env)
     drains: list[dict[str, Any]] = []
     ladder: list[dict[str, Any]] = []
+    worker_stages: dict[str, Any] = {}
     with (
         embedded_stack(args.bootstrap, args.redis_url) as stack,
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
@@ -158,29 +191,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 events = make_events(args.events + 200, args.customers, seed=10 + k)
                 d = await measure_drain(procs, names, events)
+                if k == 1:
+                    worker_stages = _worker_stages(procs[0])
                 logger.info("drain %s worker(s): %s", k, d)
                 drains.append(d)
             finally:
                 for p in procs:
                     p.stop()
         if args.ladder:
-            names = Names.fresh("ladder")
-            procs = await start_system("streamscore", stack, names, workdir, env=extra)
-            try:
-                for i, rate in enumerate(float(r) for r in args.ladder.split(",")):
+            for i, rate in enumerate(float(r) for r in args.ladder.split(",")):
+                # a fresh worker on fresh topics per step (the embedded broker slows down as
+                # a partition's in-memory log grows)
+                names = Names.fresh(f"ladder{i}")
+                procs = await start_system("streamscore", stack, names, workdir, env=extra)
+                try:
                     events = make_events(args.ladder_events + 200, args.customers, seed=50 + i)
                     r = await measure_latency(
                         procs, names, events, rate, warmup=args.ladder_events // 10
                     )
-                    s = r.summary()
-                    s["within_bound"] = s["p99_ms"] is not None and s["p99_ms"] <= args.bound_ms
-                    ladder.append(s)
-                    logger.info("ladder %s: %s", rate, s)
-                    if not s["within_bound"]:
-                        break
-            finally:
-                for p in procs:
-                    p.stop()
+                finally:
+                    for p in procs:
+                        p.stop()
+                s = r.summary()
+                s["within_bound"] = s["p99_ms"] is not None and s["p99_ms"] <= args.bound_ms
+                ladder.append(s)
+                logger.info("ladder %s: %s", rate, s)
+                if not s["within_bound"]:
+                    break
     sustained = max((s["achieved_rate"] for s in ladder if s["within_bound"]), default=None)
     doc = {
         "benchmark": "throughput",
@@ -190,6 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ladder": ladder,
         "sustained_rate_p99_bound": {"bound_ms": args.bound_ms, "rate": sustained},
         "stages": stages,
+        "worker_stages": worker_stages,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     if drains:
@@ -227,6 +265,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         md += f"\n\nRate ladder (p99 bound {args.bound_ms:g} ms; sustained: {sustained}):\n\n"
         md += _report.markdown_table(
             ladder, ["rate", "achieved_rate", "p50_ms", "p99_ms", "within_bound", "cpu_util"]
+        )
+    if worker_stages:
+        md += (
+            f"\n\nStage breakdown inside the 1-worker drain (its /metrics: "
+            f"{worker_stages['batches']:,} batches, mean {worker_stages['mean_batch']:g} events; "
+            "'produce' overlaps the next batch):\n\n"
+        )
+        md += _report.markdown_table(
+            [
+                {"stage": k, "us_per_event": v, "ms_per_batch": worker_stages["ms_per_batch"][k]}
+                for k, v in worker_stages["us_per_event"].items()
+            ],
+            ["stage", "us_per_event", "ms_per_batch"],
         )
     md += (
         f"\n\nStage breakdown (in-process, {stages['events']} events, batch "
