@@ -187,9 +187,9 @@ class CommandBatch:
     # -- running ------------------------------------------------------------------------
 
     async def execute(self) -> list[Any]:
-        """Run the queued commands; their replies in queue order. The batch is emptied."""
+        """Run the queued commands; their replies in queue order. The batch keeps them, so a
+        caller's retry may run it again."""
         commands, post = self._commands, self._post
-        self._commands, self._post = [], []
         if not commands:
             return []
         client = self.client

@@ -48,6 +48,7 @@ from redis.asyncio.cluster import RedisCluster
 from features.batch import CommandBatch
 from features.events import Click, Event, Purchase
 from features.keys import customer_key
+from features.session_log import Retry
 from features.settings import RecommendSettings
 from features.store import FeatureStoreError
 
@@ -131,6 +132,10 @@ class CooccurrenceStore:
         The key prefix shared with the feature store.
     customer_ttl_days
         TTL of the per-customer keys (the feature store's ``customer_ttl_days``).
+    retry
+        How a round trip rides out Redis outages (``FeatureStore.with_retry`` in the worker):
+        retried here, a batch's learning is not skipped as its replay would be (a replayed
+        batch's events are duplicates). Without it, errors raise at once.
     """
 
     def __init__(
@@ -140,8 +145,10 @@ class CooccurrenceStore:
         *,
         prefix: str = "ss",
         customer_ttl_days: float = 35.0,
+        retry: Retry | None = None,
     ) -> None:
         self.client = client
+        self.retry = retry
         self.settings = RecommendSettings() if settings is None else settings
         self.prefix = prefix
         self.customer_ttl_days = customer_ttl_days
@@ -313,6 +320,8 @@ class CooccurrenceStore:
         return len(seeds), len(categories), exclude
 
     async def _execute(self, what: str, pipe: CommandBatch) -> list[Any]:
+        if self.retry is not None:
+            return list(await self.retry(f"co-occurrence {what}", pipe.execute))
         try:
             return await pipe.execute()
         except rex.ResponseError as exc:

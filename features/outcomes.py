@@ -41,6 +41,7 @@ from redis.asyncio.cluster import RedisCluster
 from features.batch import CommandBatch, packed
 from features.events import Purchase
 from features.keys import customer_key
+from features.session_log import Retry
 from features.store import FeatureStoreError
 
 __all__ = ["ContactState", "OpenOffer", "OutcomeStore", "Resolution"]
@@ -276,14 +277,17 @@ class OutcomeStore:
         self._ttl_ms = int((2 * window_s + keep_s) * 1000)
         self._due_key = f"{key_prefix}:outcomes:due"
         self._client: Redis | RedisCluster | None = None
+        self._retry: Retry | None = None
         self._shas = {
             "record": hashlib.sha1(_RECORD.encode()).hexdigest(),
             "expire": hashlib.sha1(_EXPIRE.encode()).hexdigest(),
         }
 
-    async def start(self, client: Redis | RedisCluster) -> None:
-        """Use ``client`` (the feature store's connection) and load the scripts."""
+    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
+        """Use ``client`` (the feature store's connection) and load the scripts; ``retry``
+        (``FeatureStore.with_retry``) rides out outages."""
         self._client = client
+        self._retry = retry
         await self._call(self._load)
 
     @property
@@ -450,14 +454,21 @@ class OutcomeStore:
         await client.script_load(_EXPIRE)
 
     async def _call(self, op: Any) -> Any:
-        """Run ``op``; reload lost scripts once; outages become ``FeatureStoreError``."""
-        try:
+        """Run ``op``; reload lost scripts once; outages are retried with ``retry`` (when
+        given to ``start``) and end as ``FeatureStoreError``."""
+
+        async def once() -> Any:
             try:
                 return await op()
             except rex.NoScriptError:
                 logger.warning("Redis lost the outcome scripts; reloading them")
                 await self._load()
                 return await op()
+
+        if self._retry is not None:
+            return await self._retry("offer outcomes", once)
+        try:
+            return await once()
         except _TRANSIENT as exc:
             raise FeatureStoreError(f"Redis unavailable for offer outcomes: {exc}") from exc
 

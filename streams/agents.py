@@ -120,9 +120,9 @@ class Pipeline:
         if self._started:
             return
         await self.store.start()
-        await self.offer_loop.start(self.store.client)
+        await self.offer_loop.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
-        self.insights.start(self.store.client, self.models)
+        self.insights.start(self.store.client, self.models, self.store.with_retry)
         if self.settings.intent.enabled:
             self.intent = IntentService.create(
                 self.settings.intent,

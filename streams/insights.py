@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from features.cooccurrence import CooccurrenceStore, CustomerItems, RecommendRequest
 from features.events import Click, Event, Feedback, Purchase
+from features.session_log import Retry
 from features.store import FeatureResult
 from models import alerts as rules
 from models.bundle import ModelBundle, new_anomaly
@@ -49,12 +50,15 @@ class Insights:
         self.cooc: CooccurrenceStore | None = None
         self._context: dict[str, CustomerItems] = {}
 
-    def start(self, client: Redis | RedisCluster, models: ModelBundle) -> None:
+    def start(
+        self, client: Redis | RedisCluster, models: ModelBundle, retry: Retry | None = None
+    ) -> None:
         self.cooc = CooccurrenceStore(
             client,
             self.settings.recommend,
             prefix=self.settings.redis.key_prefix,
             customer_ttl_days=self.settings.features.customer_ttl_days,
+            retry=retry,
         )
         # Fresh models take the configured hyperparameters; checkpointed ones keep theirs.
         if models.text.n_learned == 0:

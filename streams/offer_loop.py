@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from features.events import Event, Purchase
 from features.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
+from features.session_log import Retry
 from features.store import FeatureStoreError
 from models.arbiter import Choice, Explain, OfferArbiter
 from models.contact import NEGATIVE_FEEDBACK
@@ -59,8 +60,8 @@ class OfferLoop:
         self.arm_resolved: Counter[str] = Counter()
         self.revenue = 0.0
 
-    async def start(self, client: Redis | RedisCluster) -> None:
-        await self.store.start(client)
+    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
+        await self.store.start(client, retry)
 
     async def prepare(self, events: Sequence[Event]) -> None:
         """Read the contact state of every customer with a click in ``events``."""

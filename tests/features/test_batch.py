@@ -60,7 +60,8 @@ async def test_one_call_and_recovers_a_flushed_script_cache(
     assert len(batch) == 8
     replies = await batch.execute()  # NOSCRIPT -> loaded -> run again (ZADD is idempotent)
     assert replies == [1] * 7 + [[(b"m", 6.0)]]
-    assert len(batch) == 0 and await batch.execute() == []
+    assert await batch.execute() == [0] * 7 + [[(b"m", 6.0)]]  # run again: same commands
+    assert await CommandBatch(aredis).execute() == []
 
 
 def test_cluster_groups_follow_hash_slots() -> None:
