@@ -38,16 +38,7 @@ def main() -> None:
         key_serializer="raw",
         value_serializer="raw",
     )
-    sinks = {
-        name: app.topic(name, key_type=bytes, key_serializer="raw")
-        for name in (
-            topics.offers,
-            topics.alerts,
-            topics.dead_letters,
-            topics.intents,
-            topics.offer_outcomes,
-        )
-    }
+    sinks = {name: app.topic(name, key_type=bytes, key_serializer="raw") for name in topics.outputs}
 
     async def send(out: BatchOutputs) -> None:
         for o in outputs(topics, out):

@@ -76,13 +76,7 @@ def main() -> int:
     ]
     sinks = {
         name: app.topic(name, key_serializer="bytes", value_serializer=_RecordSerializer())
-        for name in (
-            topics.offers,
-            topics.alerts,
-            topics.dead_letters,
-            topics.intents,
-            topics.offer_outcomes,
-        )
+        for name in topics.outputs
     }
     last_tick = time.monotonic()
 

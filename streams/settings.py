@@ -84,17 +84,14 @@ class TopicSettings(BaseModel):
         return (self.clicks, self.purchases, self.feedback)
 
     @property
+    def outputs(self) -> tuple[str, str, str, str, str]:
+        """The topics the scoring agent writes."""
+        return (self.offers, self.alerts, self.dead_letters, self.offer_outcomes, self.intents)
+
+    @property
     def all(self) -> tuple[str, ...]:
         """Every topic the worker reads or writes (created when missing)."""
-        return (
-            *self.inputs,
-            self.suppressions,
-            self.offers,
-            self.alerts,
-            self.dead_letters,
-            self.offer_outcomes,
-            self.intents,
-        )
+        return (*self.inputs, self.suppressions, *self.outputs)
 
 
 class WorkerSettings(BaseModel):
