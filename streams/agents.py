@@ -560,7 +560,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.agent(suppressions, name="suppress")
     async def suppress(stream: StreamT[bytes]) -> None:
-        async for batch in stream.take(batch_max, within=within):
+        # Not latency-critical, and a take() wakes every ``within`` even on an empty topic:
+        # a quarter second, not the scoring agent's few milliseconds.
+        async for batch in stream.take(batch_max, within=max(within, 0.25)):
             changes = [c for c in map(parse_suppression, batch) if c is not None]
             while True:  # wait for the scoring agent's connection; wait out Redis outages
                 try:
