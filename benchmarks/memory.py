@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--latency-events", type=int, default=5_000)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the worker")
     add_stack_arguments(p)
     return p
 
@@ -83,7 +84,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             names = Names.fresh(f"mem{customers}")
             prefix = f"b-{names.tag}"
             before = _redis_bytes(stack.redis_url, prefix)
-            procs = await start_system("streamscore", stack, names, Path(tmp))
+            env = dict(kv.split("=", 1) for kv in args.env)
+            procs = await start_system("streamscore", stack, names, Path(tmp), env=env)
             try:
                 warm = max(100, args.latency_events // 10)
                 events = make_events(

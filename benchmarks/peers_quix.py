@@ -58,7 +58,13 @@ def _application(settings: Settings) -> Application:
             "linger.ms": kafka.producer_linger_ms,
             "acks": "all" if kafka.producer_acks == -1 else str(kafka.producer_acks),
         },
-        consumer_extra_config={"fetch.wait.max.ms": kafka.fetch_max_wait_ms},
+        # the worker's group timings too: librdkafka's 45 s session timeout makes Tansu hold
+        # the group join for ~23 s (startup only; not part of the measured figures)
+        consumer_extra_config={
+            "fetch.wait.max.ms": kafka.fetch_max_wait_ms,
+            "session.timeout.ms": round(kafka.session_timeout_s * 1000),
+            "heartbeat.interval.ms": round(kafka.heartbeat_interval_s * 1000),
+        },
     )
 
 
