@@ -21,7 +21,7 @@ import base64
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -210,7 +210,7 @@ class Pipeline:
         ]
         watch.lap("models")
         # three independent reads/writes, overlapped: features, contact states, recent items
-        results, _, _ = await asyncio.gather(
+        results, _, _ = await _together(
             self.store.apply(valid, sentiments),
             self.offer_loop.prepare(valid),
             self.insights.prepare(valid),
@@ -249,7 +249,7 @@ class Pipeline:
         out.alerts = self.insights.admit(out.alerts)
         # independent round trips, overlapped: co-occurrence learning and recommendations on
         # the offers, and the offers' outcome windows
-        _, out.outcomes = await asyncio.gather(
+        _, out.outcomes = await _together(
             self.insights.finish(valid, results, out.offers),
             self.offer_loop.finish(out.offers, out.alerts, valid),
         )
@@ -503,27 +503,25 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
             *[await outcomes.send(key=o.customer_id.encode(), value=o) for o in out.outcomes],
         ]
 
-    async def publish(out: BatchOutputs) -> None:
+    async def acked(out: BatchOutputs, futures: list[Any]) -> None:
         start = time.perf_counter()
-        futures = await send(out)
         if futures:
             await asyncio.gather(*futures)
         out.stages["produce"] = time.perf_counter() - start
         pipeline.metrics.observe_outputs(out)
 
+    async def publish(out: BatchOutputs) -> None:
+        await acked(out, await send(out))
+
     async def settle(
         batch: Sequence[EventT], records: list[Any], out: BatchOutputs, futures: list[Any]
     ) -> None:
         """Once the broker has the batch's outputs, release its input offsets for commit."""
-        start = time.perf_counter()
-        if futures:
-            await asyncio.gather(*futures)
-        out.stages["produce"] = time.perf_counter() - start
+        await acked(out, futures)
         for event in batch:
             if event.ack():  # the last reference: the consumer may commit this offset now
                 m = event.message
                 app.sensors.on_message_out(m.tp, m.offset, m)
-        pipeline.metrics.observe_outputs(out)
         pipeline.count(len(batch), out)
         pipeline.metrics.observe_batch(records, out)
 
@@ -584,6 +582,19 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
         outcomes_due = await pipeline.offer_loop.expire(pipeline.clock.now())
         if alerts_due or outcomes_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due))
+
+
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """``asyncio.gather`` that cancels the other steps when one fails, so a retried batch
+    never races a leftover step of its failed attempt."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _until_applied(
