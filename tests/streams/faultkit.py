@@ -26,6 +26,7 @@ from features.settings import RedisSettings
 from features.store import FeatureStore
 from models.ids import alert_id, offer_event_id
 from streams.simulator import Simulator
+from tests.streams.conftest import consume
 
 __all__ = [
     "COMPARED",
@@ -225,27 +226,16 @@ class Outputs:
 async def _read_all(
     bootstrap: str, topics: list[str], quiet_s: float, timeout: float
 ) -> dict[str, list[dict[str, Any]]]:
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    got: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    try:
-        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, recs in batches.items():
-                if recs:
-                    last = time.monotonic()
-                got[tp.topic].extend(orjson.loads(r.value) for r in recs)
-    finally:
-        await consumer.stop()
-    return got
+    """Read ``topics`` from the beginning until nothing new arrived for ``quiet_s``."""
+    last = [-1, time.monotonic()]  # records seen, when that count last changed
+
+    def quiet(got: dict[str, list[dict[str, Any]]]) -> bool:
+        n, now = sum(map(len, got.values())), time.monotonic()
+        if n != last[0]:
+            last[0], last[1] = n, now
+        return now - last[1] >= quiet_s
+
+    return await consume(bootstrap, topics, until=quiet, timeout=timeout)
 
 
 def read_outputs(env: dict[str, str], quiet_s: float = 3.0, timeout: float = 60.0) -> Outputs:
