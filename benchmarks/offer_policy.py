@@ -36,7 +36,7 @@ from features.store import AFFINITY_WEIGHTS
 from models.arbiter import OfferArbiter
 from models.bandit import LinUCB, bucket
 from models.catalog import load_catalog
-from models.policy import OfferPolicy
+from models.policy import ClickContext, OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import Simulator
 
@@ -126,7 +126,8 @@ def run_policies(
                       doc["item_id"], category, doc.get("price"))  # fmt: skip
         arm = _arm(cid, 0.05)
         t = time.perf_counter()
-        choice = arbiters[arm].choose(click, x, c.top(), propensity, segment, None, "bench", None)
+        ctx = ClickContext(click, x, c.top(), propensity, segment, None, "bench")
+        choice = arbiters[arm].choose(ctx, None)
         decide_s += time.perf_counter() - t
         if choice is None:
             continue

@@ -23,11 +23,11 @@ top contributions (``feature:<name>``); ``learn`` feeds a resolved outcome to th
 >>> settings = DecisionSettings(control_percent=0.0)
 >>> arbiter = OfferArbiter(OfferPolicy(catalog, settings), settings, n_segments=2)
 >>> click = Click("e1", "c1", "s1", 1700000000.0, "view", "i9", "shoes")
->>> choice = arbiter.choose(click, {}, (("shoes", 2.0),), 0.5, 1, None, "v1", None)
+>>> choice = arbiter.choose(ClickContext(click, {}, (("shoes", 2.0),), 0.5, 1, None, "v1"), None)
 >>> choice.decision.offer_id, choice.arm, choice.decision.reasons[-1]
 ('shoes-10', 'bandit', 'arbitration:bandit_ucb')
->>> arbiter.choose(click, {}, (), 0.5, 1, None, "v1",
-...                ContactState(last_offer={"shoes-10": (1699999000.0, "e0")})).decision.offer_id
+>>> sent = ContactState(last_offer={"shoes-10": (1699999000.0, "e0")})
+>>> arbiter.choose(ClickContext(click, {}, (), 0.5, 1, None, "v1"), sent).decision.offer_id
 'any-5'
 """
 
@@ -37,14 +37,14 @@ import dataclasses
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from features.events import Click, Event
+from features.events import Click
 from features.outcomes import ContactState, Resolution
 from models.bandit import CONTEXT_NAMES, LinUCB, bucket, context_vector
 from models.contact import ContactPolicy
-from models.policy import OfferDecision, OfferPolicy
+from models.policy import ClickContext, OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
 
 __all__ = ["ARMS", "Choice", "Explain", "OfferArbiter"]
@@ -102,27 +102,17 @@ class OfferArbiter:
         return bucket(customer_id) < self._control
 
     def choose(
-        self,
-        event: Event,
-        features: Mapping[str, float],
-        top_categories: tuple[tuple[str, float], ...],
-        propensity: float,
-        segment: int,
-        intent: Mapping[str, float] | None,
-        model_version: str,
-        state: ContactState | None,
-        explain: Explain = (),
+        self, ctx: ClickContext, state: ContactState | None, explain: Explain = ()
     ) -> Choice | None:
         """The offer for this click, or None (nothing eligible, blocked, or held out).
 
         ``explain`` (the propensity model's top contributions) may be a function returning
         them, called only when an offer is chosen.
         """
+        event = ctx.event
         if not isinstance(event, Click):
             return None
-        eligible = self.policy.eligible(
-            event, features, top_categories, propensity, segment, intent, model_version
-        )
+        eligible = self.policy.eligible(ctx)
         if not eligible:
             return None
         why = self.contact.blocked(event.ts, state)
@@ -136,7 +126,7 @@ class OfferArbiter:
         if not allowed:
             self.counters["blocked:offer_cap"] += 1
             return None
-        contexts = self._contexts(allowed, event, features, top_categories, propensity, intent)
+        contexts = self._contexts(allowed, ctx)
         if self.in_control(cid):
             if bucket(trigger, "holdout") < self.settings.control_no_offer_share:
                 self.counters["control_holdout"] += 1
@@ -172,20 +162,21 @@ class OfferArbiter:
         if offer.context:
             self.bandit.learn_one(offer.offer_id, offer.context, float(resolution.converted))
 
-    def _contexts(
-        self,
-        decisions: Sequence[OfferDecision],
-        event: Click,
-        features: Mapping[str, float],
-        top_categories: tuple[tuple[str, float], ...],
-        propensity: float,
-        intent: Mapping[str, float] | None,
-    ) -> list[list[float]]:
+    def _contexts(self, decisions: Sequence[OfferDecision], ctx: ClickContext) -> list[list[float]]:
         """``context_vector`` of each decision: the customer part is built once per click."""
         first = decisions[0]
         shared = context_vector(
-            features, propensity, first.segment, self.n_segments, intent, 0.0, False, False, 0.0
+            ctx.features,
+            ctx.propensity,
+            first.segment,
+            self.n_segments,
+            ctx.intent,
+            0.0,
+            False,
+            False,
+            0.0,
         )
+        top_categories = ctx.top_categories
         total = sum(w for _, w in top_categories if w > 0.0)
         out = []
         for d in decisions:
@@ -197,7 +188,7 @@ class OfferArbiter:
             x = shared.copy()
             x[_PROPENSITY] = float(d.propensity)
             x[_AFFINITY] = float(affinity)
-            x[_CLICK_MATCH] = 1.0 if event.category in targets else 0.0
+            x[_CLICK_MATCH] = 1.0 if ctx.event.category in targets else 0.0
             x[_GENERIC] = 0.0 if targets else 1.0
             x[_SCORE] = math.log1p(max(d.score, 0.0)) / 4.0
             out.append(x)

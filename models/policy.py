@@ -22,11 +22,12 @@ frequency cap is the caller's (it needs Redis).
 ...      "intent": "abandon", "min_cart_value": 50}]})
 >>> policy = OfferPolicy(catalog, DecisionSettings())
 >>> click = Click("e1", "c1", "s1", 1700000000.0, "view", "i9", "shoes")
->>> d = policy.decide(click, {"cart_value": 80.0, "spend_30d": 10.0}, (), 0.5, 3,
-...                   {"purchase": 0.1, "abandon": 0.85, "browse": 0.05}, "v1")
+>>> intent = {"purchase": 0.1, "abandon": 0.85, "browse": 0.05}
+>>> d = policy.decide(ClickContext(click, {"cart_value": 80.0, "spend_30d": 10.0}, (), 0.5, 3,
+...                                intent, "v1"))
 >>> d.offer_id, round(d.score, 3), d.reasons[:3]
 ('saver', 13.5, ('any_cat', 'intent_abandon_high', 'cart_value>=50'))
->>> policy.decide(click, {}, (), 0.5, 3, None, "v1").offer_id
+>>> policy.decide(ClickContext(click, {}, (), 0.5, 3, None, "v1")).offer_id
 'shoes-10'
 """
 
@@ -43,7 +44,7 @@ from models.catalog import Catalog, Offer
 from models.ids import offer_event_id
 from models.settings import DecisionSettings
 
-__all__ = ["OfferDecision", "OfferPolicy"]
+__all__ = ["ClickContext", "OfferDecision", "OfferPolicy"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,20 @@ _ACTION_REASONS: Final = frozenset({"add_to_cart", "remove_from_cart", "checkout
 # What the scan checks per click: (spend_30d, cart_value, segment, propensity, intent, general
 # intent boost). A plain tuple: it is built once per click on the hot path.
 _Inputs = tuple[float, float, int, float, Mapping[str, float] | None, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ClickContext:
+    """What the decision layer is given for one event: the event, its Redis features, the
+    customer's top categories (name, affinity), the models' scores and their version."""
+
+    event: Event
+    features: Mapping[str, float]
+    top_categories: tuple[tuple[str, float], ...]
+    propensity: float
+    segment: int
+    intent: Mapping[str, float] | None
+    model_version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,25 +174,17 @@ class OfferPolicy:
         """A policy over ``settings.catalog_path`` (or the shipped catalog)."""
         return cls(Catalog.load(settings.catalog_path), settings)
 
-    def decide(
-        self,
-        event: Event,
-        features: Mapping[str, float],
-        top_categories: tuple[tuple[str, float], ...],
-        propensity: float,
-        segment: int,
-        intent: Mapping[str, float] | None,
-        model_version: str,
-    ) -> OfferDecision | None:
+    def decide(self, ctx: ClickContext) -> OfferDecision | None:
         """The best eligible offer scoring above ``min_score`` for this click, else None.
 
         Only clicks whose action is in ``offer_action_weights`` trigger; purchases and
-        feedback return None. ``intent`` is None when the session model is off (offers that
-        need an intent are then ineligible).
+        feedback return None. ``ctx.intent`` is None when the session model is off (offers
+        that need an intent are then ineligible).
         """
+        event = ctx.event
         if not isinstance(event, Click):
             return None
-        prepared = self._inputs(event, features, propensity, segment, intent)
+        prepared = self._inputs(event, ctx)
         if prepared is None:
             return None
         base, x = prepared
@@ -185,7 +192,7 @@ class OfferPolicy:
         best_score = self._min_score
         match, match_cat = "", ""
         for rules, factor, prefix, category in self._groups(
-            event.category, top_categories, base, intent
+            event.category, ctx.top_categories, base, ctx.intent
         ):
             rule, best_score = self._scan(rules, factor, best_score, x)
             if rule is not None:
@@ -198,35 +205,27 @@ class OfferPolicy:
             best_score,
             match + match_cat,
             offer_event_id(event.event_id),
-            _top_feature(features),
+            _top_feature(ctx.features),
             x,
-            model_version,
+            ctx.model_version,
         )
 
-    def eligible(
-        self,
-        event: Event,
-        features: Mapping[str, float],
-        top_categories: tuple[tuple[str, float], ...],
-        propensity: float,
-        segment: int,
-        intent: Mapping[str, float] | None,
-        model_version: str,
-    ) -> list[OfferDecision]:
+    def eligible(self, ctx: ClickContext) -> list[OfferDecision]:
         """Every eligible offer scoring above ``min_score``, best first (what ``decide`` ranks).
 
         The arbitration (``models/arbiter.py``) chooses among these; the first one is
         ``decide``'s choice. An offer in several scanned groups keeps its best score.
         """
+        event = ctx.event
         if not isinstance(event, Click):
             return []
-        prepared = self._inputs(event, features, propensity, segment, intent)
+        prepared = self._inputs(event, ctx)
         if prepared is None:
             return []
         base, x = prepared
         best: dict[str, tuple[float, _Rule, str]] = {}
         for rules, factor, prefix, category in self._groups(
-            event.category, top_categories, base, intent
+            event.category, ctx.top_categories, base, ctx.intent
         ):
             for r in rules:
                 rule, score = self._scan((r,), factor, self._min_score, x)
@@ -235,20 +234,13 @@ class OfferPolicy:
         ranked = sorted(best.values(), key=lambda t: -t[0])
         if not ranked:
             return []
-        oid, top = offer_event_id(event.event_id), _top_feature(features)  # once per click
+        oid, top = offer_event_id(event.event_id), _top_feature(ctx.features)  # once per click
         return [
-            self._decision(event, r, score, match, oid, top, x, model_version)
+            self._decision(event, r, score, match, oid, top, x, ctx.model_version)
             for score, r, match in ranked
         ]
 
-    def _inputs(
-        self,
-        event: Click,
-        features: Mapping[str, float],
-        propensity: float,
-        segment: int,
-        intent: Mapping[str, float] | None,
-    ) -> tuple[float, _Inputs] | None:
+    def _inputs(self, event: Click, ctx: ClickContext) -> tuple[float, _Inputs] | None:
         """The base score (propensity x action weight) and what ``_scan`` checks for this
         click, or None when it cannot trigger: its action is not in ``offer_action_weights``
         or the base score is not positive.
@@ -256,6 +248,7 @@ class OfferPolicy:
         action_weight = self._action_weights.get(event.action)
         if action_weight is None:
             return None
+        propensity, intent, features = ctx.propensity, ctx.intent, ctx.features
         base = propensity * action_weight
         if not base > 0.0:  # also rejects NaN
             return None
@@ -266,7 +259,7 @@ class OfferPolicy:
                 general = 1.0 + self._purchase_boost * p_purchase
         spend = features.get("spend_30d", 0.0)
         cart = features.get("cart_value", 0.0)
-        return base, (spend, cart, segment, propensity, intent, general)
+        return base, (spend, cart, ctx.segment, propensity, intent, general)
 
     def _groups(
         self,

@@ -36,7 +36,7 @@ from models.bundle import ModelBundle
 from models.catalog import load_catalog
 from models.ids import alert_id, offer_event_id
 from models.intent_service import IntentService
-from models.policy import OfferPolicy
+from models.policy import ClickContext, OfferPolicy
 from streams.app import StreamscoreApp
 from streams.insights import Insights
 from streams.logs import event_fields
@@ -361,16 +361,11 @@ class Pipeline:
             for a in self.alert_rules.on_click(event, x, propensity, intent):
                 alerts.append(_alert(a, version, now_wall, event.ts))
             self._watch.lap("models")
-            decision = self.offer_loop.choose(  # contact policy, control group, bandit
-                event,
-                x,
-                result.top_categories,
-                propensity,
-                segment,
-                intent,
-                version,
-                partial(models.propensity.contributions, x),  # only for a chosen offer
+            ctx = ClickContext(
+                event, x, result.top_categories, propensity, segment, intent, version
             )
+            # contact policy, control group, bandit; explanations only for a chosen offer
+            decision = self.offer_loop.choose(ctx, partial(models.propensity.contributions, x))
             self._watch.lap("decide")
             if decision is None:
                 return None, alerts

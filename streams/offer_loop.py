@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from features.session_log import Retry
 from features.store import FeatureStoreError
 from models.arbiter import Choice, Explain, OfferArbiter
 from models.contact import NEGATIVE_FEEDBACK
-from models.policy import OfferPolicy
+from models.policy import ClickContext, OfferPolicy
 from streams.records import Alert, Offer, OfferOutcome
 from streams.settings import Settings
 
@@ -69,30 +69,9 @@ class OfferLoop:
         cids = [e.customer_id for e in events if e.kind == "click"]
         self._states = await self.store.contact_states(cids)
 
-    def choose(
-        self,
-        event: Event,
-        features: Mapping[str, float],
-        top_categories: tuple[tuple[str, float], ...],
-        propensity: float,
-        segment: int,
-        intent: Mapping[str, float] | None,
-        model_version: str,
-        explain: Explain = (),
-    ) -> Any:
+    def choose(self, ctx: ClickContext, explain: Explain = ()) -> Any:
         """The ``OfferDecision`` for this click, or None; remembers the arm and context."""
-        state = self._states.get(event.customer_id)
-        choice = self.arbiter.choose(
-            event,
-            features,
-            top_categories,
-            propensity,
-            segment,
-            intent,
-            model_version,
-            state,
-            explain,
-        )
+        choice = self.arbiter.choose(ctx, self._states.get(ctx.event.customer_id), explain)
         if choice is None:
             return None
         self._choices[choice.decision.offer_event_id] = choice

@@ -10,7 +10,7 @@ from models.arbiter import OfferArbiter
 from models.bandit import LinUCB, bucket
 from models.catalog import Catalog
 from models.contact import ContactPolicy
-from models.policy import OfferPolicy
+from models.policy import ClickContext, OfferPolicy
 from models.settings import DecisionSettings
 
 T = 1_700_000_000.0  # 22:13 UTC
@@ -29,6 +29,11 @@ CATALOG = Catalog.from_dict(
 
 def _click(eid: str = "e1", cid: str = "c1", ts: float = T) -> Click:
     return Click(eid, cid, "s1", ts, "view", "i1", "shoes")
+
+
+def _ctx(click: Click) -> ClickContext:
+    """The click with no features, no top categories, propensity 0.5, segment 0."""
+    return ClickContext(click, {}, (), 0.5, 0, None, "v")
 
 
 def test_quiet_hours_wrap_midnight_in_local_time() -> None:
@@ -59,9 +64,10 @@ def test_blocks_and_per_offer_cap() -> None:
 def test_eligible_ranks_like_decide() -> None:
     policy = OfferPolicy(CATALOG, DecisionSettings())
     x = {"spend_30d": 10.0}
-    eligible = policy.eligible(_click(), x, (("shoes", 1.0),), 0.5, 0, None, "v")
+    eligible = policy.eligible(ClickContext(_click(), x, (("shoes", 1.0),), 0.5, 0, None, "v"))
     assert [d.offer_id for d in eligible] == ["a", "b", "c"]
-    assert policy.decide(_click(), x, (), 0.5, 0, None, "v").offer_id == eligible[0].offer_id
+    decided = policy.decide(ClickContext(_click(), x, (), 0.5, 0, None, "v"))
+    assert decided.offer_id == eligible[0].offer_id  # type: ignore[union-attr]
 
 
 def test_control_group_is_stable_and_about_the_configured_share() -> None:
@@ -73,7 +79,7 @@ def test_control_group_is_stable_and_about_the_configured_share() -> None:
 def test_arbiter_steps_reasons_and_learning() -> None:
     s = DecisionSettings(control_percent=0.0, bandit_alpha=0.0)
     arbiter = OfferArbiter(OfferPolicy(CATALOG, s), s, n_segments=2)
-    first = arbiter.choose(_click(), {}, (), 0.5, 0, None, "v", None, [("carts_1h", 1.2)])
+    first = arbiter.choose(_ctx(_click()), None, [("carts_1h", 1.2)])
     assert first is not None and first.arm == "bandit"
     assert first.decision.reasons[-2:] == ("feature:carts_1h", "arbitration:bandit_ucb")
     # "c" converts, the others never: the greedy bandit switches to it
@@ -82,16 +88,16 @@ def test_arbiter_steps_reasons_and_learning() -> None:
             ctx = first.context
             offer = OpenOffer(f"o{i}{oid}", "c1", oid, (), "bandit", T, T + 1, ctx, "")
             arbiter.learn(Resolution(offer, converted=oid == "c", ts=T))
-    assert arbiter.choose(_click("e2"), {}, (), 0.5, 0, None, "v", None).decision.offer_id == "c"
+    assert arbiter.choose(_ctx(_click("e2")), None).decision.offer_id == "c"
     everyone = DecisionSettings(control_percent=100.0, control_no_offer_share=0.0)
     control = OfferArbiter(OfferPolicy(CATALOG, everyone), everyone, n_segments=2)
-    picks = {control.choose(_click(f"e{i}"), {}, (), 0.5, 0, None, "v", None) for i in range(3)}
+    picks = {control.choose(_ctx(_click(f"e{i}")), None) for i in range(3)}
     assert all(p is not None and p.arm == "control" for p in picks)
-    c = control.choose(_click("e9"), {}, (), 0.5, 0, None, "v", None)
+    c = control.choose(_ctx(_click("e9")), None)
     assert c is not None and c.decision.reasons[-1] == "arbitration:control_random"
     fixed_s = DecisionSettings(control_percent=0.0, arbitration="fixed")
     fixed = OfferArbiter(OfferPolicy(CATALOG, fixed_s), fixed_s, n_segments=2)
-    got = fixed.choose(_click(), {}, (), 0.5, 0, None, "v", None)
+    got = fixed.choose(_ctx(_click()), None)
     assert got is not None and (got.decision.offer_id, got.arm) == ("a", "fixed")
 
 

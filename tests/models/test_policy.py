@@ -10,7 +10,7 @@ import pytest
 from features.events import Click, Feedback, Purchase, PurchaseItem
 from models.catalog import Catalog
 from models.ids import offer_event_id
-from models.policy import OfferDecision, OfferPolicy
+from models.policy import ClickContext, OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import CATEGORIES
 
@@ -45,13 +45,15 @@ def decide(
     intent: dict[str, float] | None = None,
 ) -> OfferDecision | None:
     return policy.decide(
-        click() if event is None else event,
-        {} if features is None else features,
-        top,
-        propensity,
-        segment,
-        intent,
-        "v1",
+        ClickContext(
+            click() if event is None else event,
+            {} if features is None else features,
+            top,
+            propensity,
+            segment,
+            intent,
+            "v1",
+        )
     )
 
 
