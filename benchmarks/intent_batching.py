@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.intent import EncodedSteps, IntentEncoder, IntentNet, IntentStep
-from models.intent_batcher import IntentBatcher
+from models.intent.batcher import IntentBatcher
+from models.intent.model import EncodedSteps, IntentEncoder, IntentNet, IntentStep
 from models.settings import IntentSettings
 
 __all__ = ["main", "run"]

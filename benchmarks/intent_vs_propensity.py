@@ -3,7 +3,7 @@
 Both score the same held-out clicks (the sessions that start in the last ``--holdout`` of the
 simulated time); a click's label is whether its session ended in a purchase.
 
-* LSTM: ``models.intent_train`` on the events file (train on sessions that ended before the
+* LSTM: ``models.intent.train`` on the events file (train on sessions that ended before the
   time cutoff), then the per-click intent ``purchase`` on the held-out sessions (stepping the
   sessions in order, exactly what serving emits).
 * River: ``PropensityModel`` run progressively over *all* events in time order (predict at
@@ -34,7 +34,7 @@ import torch
 from features.events import InvalidEvent, parse_event
 from features.settings import RedisSettings
 from features.store import FeatureStore
-from models.intent_train import (
+from models.intent.train import (
     evaluate,
     load_checkpoint,
     load_sessions,
@@ -43,7 +43,7 @@ from models.intent_train import (
     time_split,
     train_intent,
 )
-from models.propensity import PropensityModel
+from models.online.propensity import PropensityModel
 from models.settings import IntentSettings
 from streams.embedded import EmbeddedValkey
 from streams.simulator import Simulator

@@ -3,8 +3,8 @@
 One simulated stream (``streams.simulator.Simulator``), one run, three arms side by side:
 customers are split by a stable hash into the control group (5 %, a random eligible offer),
 the fixed rule (the ``OfferPolicy`` best score) and the bandit (LinUCB over the same eligible
-offers, ``models/arbiter.py``). Each session gets at most one offer (at its first eligible
-click); its conversion is drawn from the simulator's hidden ``offer_response`` and revealed
+offers, ``models/decisioning/arbiter.py``). Each session gets at most one offer (at its first
+eligible click); its conversion is drawn from the simulator's hidden ``offer_response`` and revealed
 to the bandit only ``--delay`` offers later (the attribution window). The bandit learns
 from its own and the control group's outcomes. In-process, no Kafka or Redis: features are
 a small in-memory stand-in for the store's (spend, cart, purchases, category affinities).
@@ -33,10 +33,10 @@ import numpy as np
 from benchmarks._report import environment, markdown_table, plot_lines, write
 from features.events import Click
 from features.store import AFFINITY_WEIGHTS
-from models.arbiter import OfferArbiter
-from models.bandit import LinUCB, bucket
-from models.catalog import load_catalog
-from models.policy import ClickContext, OfferPolicy
+from models.decisioning.arbiter import OfferArbiter
+from models.decisioning.bandit import LinUCB, bucket
+from models.decisioning.catalog import load_catalog
+from models.decisioning.policy import ClickContext, OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import Simulator
 

@@ -32,13 +32,13 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from models.anomaly import PurchaseAnomaly
+from models.alerts.anomaly import PurchaseAnomaly
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, settings_key
-from models.propensity import PropensityModel
-from models.segments import SegmentModel
-from models.sentiment import LexiconSentiment
+from models.online.propensity import PropensityModel
+from models.online.segments import SegmentModel
+from models.online.sentiment import LexiconSentiment
+from models.online.text import FeedbackText
 from models.settings import AlertSettings, ModelSettings, TextSettings
-from models.text import FeedbackText
 
 __all__ = ["ModelBundle", "new_anomaly"]
 

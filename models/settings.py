@@ -73,7 +73,8 @@ class DecisionSettings(BaseModel):
     negative_sentiment_max: float = Field(default=-0.3)
     high_value_intent_min_propensity: float = Field(default=0.7, ge=0, le=1)
     high_value_intent_min_cart: float = Field(default=200.0, ge=0)
-    # -- offer policy (models/policy.py): score = propensity x value x category x intent x action
+    # -- offer policy (models/decisioning/policy.py):
+    # score = propensity x value x category x intent x action
     # Click actions that may trigger an offer, and their weight in the score.
     offer_action_weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -92,14 +93,14 @@ class DecisionSettings(BaseModel):
     # Offers with an ``intent`` (e.g. cart savers on "abandon") need at least this probability.
     offer_intent_min_prob: float = Field(default=0.5, ge=0, le=1)
     offer_intent_boost: float = Field(default=2.0, ge=0)  # factor 1 + boost * p(intent)
-    # -- alerts (models/alerts.py)
+    # -- alerts (models/alerts/rules.py)
     negative_medium_sentiment_max: float = Field(default=-0.5)
     negative_high_sentiment_max: float = Field(default=-0.7)
     high_value_intent_min_purchase_prob: float = Field(default=0.8, ge=0, le=1)
     high_value_intent_actions: tuple[str, ...] = ("add_to_cart", "checkout_start")
     early_abandon_prob: float = Field(default=0.8, ge=0, le=1)
     cart_watch_max_entries: int = Field(default=200_000, ge=1)
-    # -- offers that learn (features/outcomes.py, models/bandit.py, models/contact.py)
+    # -- offers that learn (models/decisioning/: outcomes.py, bandit.py, contact.py)
     # A purchase of a target category within this window after an offer is its conversion.
     attribution_window_minutes: float = Field(default=1440.0, gt=0)
     # "bandit": LinUCB over the eligible offers; "fixed": the policy's best score.
@@ -121,7 +122,7 @@ class DecisionSettings(BaseModel):
 
 
 class TextSettings(BaseModel):
-    """Feedback text models (``models/text.py``): learned sentiment and topics."""
+    """Feedback text models (``models/online/text.py``): learned sentiment and topics."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -140,7 +141,7 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    # churn_risk (models/churn.py): enter at >= enter, leave at <= exit (hysteresis).
+    # churn_risk (models/alerts/churn.py): enter at >= enter, leave at <= exit (hysteresis).
     churn_enabled: bool = True
     churn_enter: float = Field(default=0.95, gt=0, le=1)
     churn_exit: float = Field(default=0.6, ge=0, le=1)
@@ -149,7 +150,7 @@ class AlertSettings(BaseModel):
     # Silence shorter than this never counts (daily rhythms: nights, weekends).
     churn_grace_hours: float = Field(default=24.0, ge=0)
     churn_max_customers: int = Field(default=200_000, ge=1)
-    # anomaly (models/anomaly.py): HalfSpaceTrees on scaled amount, basket size, gap.
+    # anomaly (models/alerts/anomaly.py): HalfSpaceTrees on scaled amount, basket size, gap.
     anomaly_enabled: bool = True
     anomaly_warmup: int = Field(default=300, ge=1)
     anomaly_threshold: float = Field(default=0.8, ge=0, le=1)

@@ -31,12 +31,12 @@ from faust.types import EventT, StreamT
 
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
 from features.store import FeatureResult, FeatureStore, FeatureStoreError
-from models.alerts import AlertRules, CartWatch
+from models.alerts.rules import AlertRules, CartWatch
 from models.bundle import ModelBundle
-from models.catalog import load_catalog
+from models.decisioning.catalog import load_catalog
+from models.decisioning.policy import ClickContext, OfferPolicy
 from models.ids import alert_id, offer_event_id
-from models.intent_service import IntentService
-from models.policy import ClickContext, OfferPolicy
+from models.intent.service import IntentService
 from streams.app import StreamscoreApp
 from streams.insights import Insights
 from streams.logs import event_fields
@@ -206,7 +206,8 @@ class Pipeline:
         if models is None:
             raise RuntimeError("Pipeline.handle called before start()")
         sentiments = [
-            models.text.score(e.text, e.rating) if isinstance(e, Feedback) else None for e in valid
+            models.online.text.score(e.text, e.rating) if isinstance(e, Feedback) else None
+            for e in valid
         ]
         watch.lap("models")
         # three independent reads/writes, overlapped: features, contact states, recent items
@@ -345,10 +346,10 @@ class Pipeline:
         x = result.features
         alerts: list[Alert] = []
         if isinstance(event, Click):
-            propensity = models.propensity.score_click(
+            propensity = models.online.propensity.score_click(
                 event.customer_id, event.event_id, event.ts, x
             )
-            segment = models.segments.assign(x)
+            segment = models.online.segments.assign(x)
             self.cart_watch.on_event(event, x)
             if intent is not None:
                 # a sharp rise in "abandon" with a full cart raises the alert before the timeout
@@ -365,7 +366,9 @@ class Pipeline:
                 event, x, result.top_categories, propensity, segment, intent, version
             )
             # contact policy, control group, bandit; explanations only for a chosen offer
-            decision = self.offer_loop.choose(ctx, partial(models.propensity.contributions, x))
+            decision = self.offer_loop.choose(
+                ctx, partial(models.online.propensity.contributions, x)
+            )
             self._watch.lap("decide")
             if decision is None:
                 return None, alerts
@@ -386,7 +389,7 @@ class Pipeline:
             return offer, alerts
         if isinstance(event, Purchase):
             if not result.duplicate:
-                models.propensity.observe_purchase(event.customer_id, event.ts)
+                models.online.propensity.observe_purchase(event.customer_id, event.ts)
                 if self.intent is not None:
                     self.intent.on_purchase(event)
             self.cart_watch.on_event(event, x)

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train-intent":
-        from models.intent_train import train_intent_main
+        from models.intent.train import train_intent_main
 
         return train_intent_main(argv[1:])
     if argv and argv[0] == "bench":
@@ -254,7 +254,7 @@ def _fast_clock(speedup: float, horizon_s: float = 6 * 3600.0) -> Callable[[], f
 
 def _train_demo_intent(args: argparse.Namespace, workdir: Path) -> Path:
     """Train the intent LSTM on a short simulated history (other seed than the live traffic)."""
-    from models.intent_train import train_intent
+    from models.intent.train import train_intent
     from streams.simulator import Simulator
 
     out = sys.stdout

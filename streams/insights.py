@@ -25,10 +25,10 @@ from features.events import Click, Event, Feedback, Purchase
 from features.session_log import Retry
 from features.store import FeatureResult
 from models import alerts as rules
+from models.alerts.churn import ChurnWatch, churn_alert
+from models.alerts.cooldown import AlertCooldown, dedup_key
 from models.bundle import ModelBundle, new_anomaly
-from models.churn import ChurnWatch, churn_alert
-from models.cooldown import AlertCooldown, dedup_key
-from models.text import FeedbackText
+from models.online.text import FeedbackText
 from streams.records import Alert, Offer
 from streams.settings import Settings
 
@@ -61,10 +61,10 @@ class Insights:
             retry=retry,
         )
         # Fresh models take the configured hyperparameters; checkpointed ones keep theirs.
-        if models.text.n_learned == 0:
-            models.text = FeedbackText(self.settings.text, lexicon=models.sentiment)
-        if models.anomaly.n_learned == 0:
-            models.anomaly = new_anomaly(self.settings.alerting)
+        if models.online.text.n_learned == 0:
+            models.online.text = FeedbackText(self.settings.text, lexicon=models.online.sentiment)
+        if models.alerts.anomaly.n_learned == 0:
+            models.alerts.anomaly = new_anomaly(self.settings.alerting)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -82,7 +82,7 @@ class Insights:
         for alert in alerts:
             if alert.type == "negative_feedback":
                 details = alert.details if alert.details is not None else {}
-                details.update(models.text.analyze(event.text).details())
+                details.update(models.online.text.analyze(event.text).details())
                 alert.details = details
 
     def on_event(
@@ -93,13 +93,13 @@ class Insights:
         if result.duplicate:
             return out
         if isinstance(event, Feedback):
-            models.text.learn(event.text, event.rating)
+            models.online.text.learn(event.text, event.rating)
             return out
         signal = self.churn.observe(event.customer_id, event.event_id, event.ts, result.features)
         if signal is not None:
             out.append(churn_alert(signal))
         if isinstance(event, Purchase) and self.settings.alerting.anomaly_enabled:
-            alert = models.anomaly.check(event)
+            alert = models.alerts.anomaly.check(event)
             if alert is not None:
                 out.append(alert)
         return out

@@ -5,7 +5,7 @@
 1. ``prepare(events)``: one Redis round trip for the contact state of the batch's clickers
    (opt-outs, negative-feedback blocks, per-offer caps);
 2. ``choose(...)`` per click, instead of the fixed policy: contact policy, control group,
-   bandit (``models/arbiter.py``);
+   bandit (``models/decisioning/arbiter.py``);
 3. ``finish(out, events)`` after the frequency cap: one round trip that opens the published
    offers' attribution windows, attributes the batch's purchases and opens feedback blocks;
    conversions become ``OfferOutcome`` records and bandit updates right away;
@@ -26,12 +26,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from features.events import Event, Purchase
-from features.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
 from features.session_log import Retry
 from features.store import FeatureStoreError
-from models.arbiter import Choice, Explain, OfferArbiter
-from models.contact import NEGATIVE_FEEDBACK
-from models.policy import ClickContext, OfferPolicy
+from models.decisioning.arbiter import Choice, Explain, OfferArbiter
+from models.decisioning.contact import NEGATIVE_FEEDBACK
+from models.decisioning.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
+from models.decisioning.policy import ClickContext, OfferPolicy
 from streams.records import Alert, Offer, OfferOutcome
 from streams.settings import Settings
 

@@ -34,7 +34,7 @@ from river import anomaly, preprocessing, stats
 from river.compose import Pipeline
 
 from features.events import Purchase
-from models.alerts import Alert
+from models.alerts.rules import Alert
 from models.ids import alert_id
 
 __all__ = ["PurchaseAnomaly", "anomaly_alert"]

@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final, Literal, NamedTuple
 
-from models.alerts import Alert, Severity
+from models.alerts.rules import Alert, Severity
 from models.ids import alert_id
 from models.settings import AlertSettings
 

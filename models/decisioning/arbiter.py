@@ -14,7 +14,7 @@ Every choice carries the policy's reasons, ``arbitration:<step>`` and the propen
 top contributions (``feature:<name>``); ``learn`` feeds a resolved outcome to the bandit.
 
 >>> from features.events import Click
->>> from models.catalog import Catalog
+>>> from models.decisioning.catalog import Catalog
 >>> from models.settings import DecisionSettings
 >>> catalog = Catalog.from_dict({"offers": [
 ...     {"offer_id": "shoes-10", "name": "10% off shoes", "kind": "discount", "value": 20,
@@ -41,10 +41,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from features.events import Click
-from features.outcomes import ContactState, Resolution
-from models.bandit import CONTEXT_NAMES, LinUCB, bucket, context_vector
-from models.contact import ContactPolicy
-from models.policy import ClickContext, OfferDecision, OfferPolicy
+from models.decisioning.bandit import CONTEXT_NAMES, LinUCB, bucket, context_vector
+from models.decisioning.contact import ContactPolicy
+from models.decisioning.outcomes import ContactState, Resolution
+from models.decisioning.policy import ClickContext, OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
 
 __all__ = ["ARMS", "Choice", "Explain", "OfferArbiter"]

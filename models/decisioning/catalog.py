@@ -1,17 +1,18 @@
 """The offer catalog: which offers exist, what they are worth and who may get them.
 
 A catalog is a JSON file ``{"version": 1, "offers": [...]}`` (``DecisionSettings.catalog_path``),
-or the one shipped with the package (``models/default_catalog.json``) when no path is set.
-Every field is validated; a bad file raises ``CatalogError`` naming the offer and the field.
+or the one shipped with the package (``models/decisioning/default_catalog.json``) when no path
+is set. Every field is validated; a bad file raises ``CatalogError`` naming the offer and the field.
 
 >>> catalog = Catalog.load()
 >>> len(catalog) >= 8, "cart_saver" in {o.kind for o in catalog}
 (True, True)
 >>> Catalog.from_json(b'{"version": 1, "offers": [{"offer_id": "x", "name": "X",'
 ...                   b' "kind": "discount", "value": -1}]}', source="inline")
+... # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-models.catalog.CatalogError: catalog inline: offers[0] (x).value: Input should be greater than 0
+models.decisioning.catalog.CatalogError: catalog inline: offers[0] (x).value: Input should be ...
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Catalog(BaseModel):
     def load(cls, path: Path | None = None) -> Catalog:
         """Load ``path``, or the catalog shipped with the package when ``path`` is None."""
         if path is None:
-            raw = resources.files("models").joinpath(_DEFAULT_RESOURCE).read_bytes()
+            raw = resources.files("models.decisioning").joinpath(_DEFAULT_RESOURCE).read_bytes()
             return cls.from_json(raw, source=f"<package>/{_DEFAULT_RESOURCE}")
         try:
             size = path.stat().st_size

@@ -1,11 +1,11 @@
 """The contact policy: may this customer be contacted now, and with this offer?
 
-Pure rules over a ``ContactState`` that the caller reads from Redis (``features/outcomes.py``)
-once per batch: the opt-out (suppression list), an open ``negative_feedback`` alert, quiet
-hours in local time, and the per-offer frequency cap (the same offer at most once per customer
-within ``offer_frequency_cap_hours``; a replay of the trigger that sent it is allowed). The
-per-customer frequency cap stays with ``FeatureStore.claim_contacts``. All times are event
-times (epoch seconds).
+Pure rules over a ``ContactState`` that the caller reads from Redis
+(``models/decisioning/outcomes.py``) once per batch: the opt-out (suppression list), an open
+``negative_feedback`` alert, quiet hours in local time, and the per-offer frequency cap (the
+same offer at most once per customer within ``offer_frequency_cap_hours``; a replay of the
+trigger that sent it is allowed). The per-customer frequency cap stays with
+``FeatureStore.claim_contacts``. All times are event times (epoch seconds).
 
 >>> from models.settings import DecisionSettings
 >>> policy = ContactPolicy(DecisionSettings(quiet_hours_start=22, quiet_hours_end=7,
@@ -22,7 +22,7 @@ times (epoch seconds).
 
 from __future__ import annotations
 
-from features.outcomes import ContactState
+from models.decisioning.outcomes import ContactState
 from models.settings import DecisionSettings
 
 __all__ = ["NEGATIVE_FEEDBACK", "ContactPolicy", "ContactState"]

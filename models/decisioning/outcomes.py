@@ -195,7 +195,7 @@ _TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError
 
 @dataclass(slots=True)
 class ContactState:
-    """What the contact policy needs to know about one customer (see models/contact.py).
+    """What the contact policy needs to know about one customer (see models/decisioning/contact.py).
 
     ``last_offer`` maps offer id to (event time, trigger event id) of its latest send;
     ``negative_until`` is the event time until which a negative-feedback alert blocks offers.

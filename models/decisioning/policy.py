@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from features.events import Click, Event
-from models.catalog import Catalog, Offer
+from models.decisioning.catalog import Catalog, Offer
 from models.ids import offer_event_id
 from models.settings import DecisionSettings
 
@@ -213,7 +213,7 @@ class OfferPolicy:
     def eligible(self, ctx: ClickContext) -> list[OfferDecision]:
         """Every eligible offer scoring above ``min_score``, best first (what ``decide`` ranks).
 
-        The arbitration (``models/arbiter.py``) chooses among these; the first one is
+        The arbitration (``models/decisioning/arbiter.py``) chooses among these; the first one is
         ``decide``'s choice. An offer in several scanned groups keeps its best score.
         """
         event = ctx.event

@@ -16,7 +16,7 @@ batches run as captured CUDA graphs.
 
 >>> import torch
 >>> torch.manual_seed(0) and None
->>> from models.intent import IntentEncoder, IntentNet, IntentStep
+>>> from models.intent.model import IntentEncoder, IntentNet, IntentStep
 >>> from models.settings import IntentSettings
 >>> enc = IntentEncoder()
 >>> b = IntentBatcher(IntentNet(enc.n_numeric, hidden_size=8), enc,
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import torch
 
-from models.intent import (
+from models.intent.model import (
     INTENT_LABELS,
     EncodedSteps,
     IntentEncoder,
@@ -49,7 +49,7 @@ from models.intent import (
     SessionKey,
     resolve_device,
 )
-from models.intent_slots import SlotTable
+from models.intent.slots import SlotTable
 from models.settings import IntentSettings
 
 __all__ = ["IntentBatcher", "SessionHistory"]

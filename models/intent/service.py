@@ -19,9 +19,9 @@ import torch
 
 from features.events import Click, Purchase
 from features.session_log import Retry, SessionLog
-from models.intent import IntentEncoder, IntentNet, IntentStep, SessionKey, session_label
-from models.intent_batcher import IntentBatcher
-from models.intent_train import OnlineTrainer, load_checkpoint
+from models.intent.batcher import IntentBatcher
+from models.intent.model import IntentEncoder, IntentNet, IntentStep, SessionKey, session_label
+from models.intent.train import OnlineTrainer, load_checkpoint
 from models.settings import IntentSettings
 
 __all__ = ["IntentService", "customer_inputs"]
@@ -29,7 +29,7 @@ __all__ = ["IntentService", "customer_inputs"]
 logger = logging.getLogger(__name__)
 
 # The intent model's customer inputs, from the feature store's names. Training computes the
-# same quantities point-in-time from the events file (models/intent_train.py).
+# same quantities point-in-time from the events file (models/intent/train.py).
 _CUSTOMER_INPUTS = {"prior_orders": "purchases_30d", "prior_spend": "spend_30d"}
 
 

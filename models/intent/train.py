@@ -19,7 +19,7 @@
 
 >>> import torch
 >>> torch.manual_seed(0) and None
->>> from models.intent import IntentEncoder, IntentNet, IntentStep
+>>> from models.intent.model import IntentEncoder, IntentNet, IntentStep
 >>> enc = IntentEncoder(category_buckets=16, item_buckets=16)
 >>> net = IntentNet(enc.n_numeric, category_buckets=16, item_buckets=16, hidden_size=8)
 >>> def session(i, actions, label):
@@ -58,7 +58,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from features.events import Click, InvalidEvent, Purchase, parse_event
-from models.intent import (
+from models.intent.batcher import IntentBatcher
+from models.intent.model import (
     INTENT_LABELS,
     EncodedSteps,
     IntentEncoder,
@@ -67,7 +68,6 @@ from models.intent import (
     SessionKey,
     session_label,
 )
-from models.intent_batcher import IntentBatcher
 from models.settings import IntentSettings, ModelSettings
 
 __all__ = [

@@ -41,8 +41,8 @@ import numpy as np
 from river import linear_model, metrics, optim, preprocessing
 
 from models.base import Proba
+from models.online.transform import FEATURE_NAMES, model_inputs
 from models.settings import ModelSettings
-from models.transform import FEATURE_NAMES, model_inputs
 
 __all__ = ["PropensityModel"]
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from models.base import Proba
+from models.online.transform import NEVER_S, log1p_clipped
 from models.settings import ModelSettings
-from models.transform import NEVER_S, log1p_clipped
 
 __all__ = ["SEGMENT_FEATURES", "SegmentModel"]
 

@@ -3,15 +3,15 @@
 ``TextSentiment`` is a River ``BagOfWords | MultinomialNB`` that learns positive / negative from
 the feedback that comes with a star rating (4-5 positive, 1-2 negative, 3 skipped) and scores
 the feedback that comes without one. Its score ``P(pos) - P(neg)`` is blended with the lexicon
-(``models.sentiment.LexiconSentiment``): the model's weight grows with the rarer class's count,
-``m / (m + blend_examples)`` capped at ``max_model_weight``, so a young model defers to the
+(``models.online.sentiment.LexiconSentiment``): the model's weight grows with the rarer class's
+count, ``m / (m + blend_examples)`` capped at ``max_model_weight``, so a young model defers to the
 lexicon and a model that saw only one class never speaks.
 
 ``TopicClassifier`` labels a text delivery, refund, product_quality, billing or other. Keyword
 seeds (English words, Chinese words matched as substrings) vote; a strict winner is the topic,
 and an unambiguous seed match (one topic voted) also teaches a ``BagOfWords | MultinomialNB``,
 which answers for texts the seeds miss once it has seen ``topic_min_examples`` and is at least
-``topic_min_proba`` sure. Both models use ``models.sentiment.tokenize`` (Chinese runs become
+``topic_min_proba`` sure. Both models use ``models.online.sentiment.tokenize`` (Chinese runs become
 characters and bigrams, so they are never tokenised into nothing).
 
 ``FeedbackText`` is the pair the model bundle checkpoints, plus the reply template.
@@ -37,8 +37,8 @@ from typing import Final, Literal
 from river import feature_extraction, naive_bayes
 from river.compose import Pipeline
 
-from models.replies import TOPICS, Language, Topic, detect_language, reply_template
-from models.sentiment import LexiconSentiment, tokenize
+from models.online.replies import TOPICS, Language, Topic, detect_language, reply_template
+from models.online.sentiment import LexiconSentiment, tokenize
 from models.settings import TextSettings
 
 __all__ = ["FeedbackInsight", "FeedbackText", "TextSentiment", "TopicClassifier"]

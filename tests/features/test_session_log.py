@@ -10,9 +10,9 @@ import redis.asyncio
 import torch
 
 from features.session_log import SessionLog
-from models.intent_batcher import IntentBatcher
+from models.intent.batcher import IntentBatcher
 from models.settings import IntentSettings
-from tests.models.test_intent_batcher import interleaved, make_net
+from tests.models.intent.test_batcher import interleaved, make_net
 
 torch.set_num_threads(1)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from models.base import BatchModel, OnlineModel
-from models.propensity import PropensityModel
-from models.segments import SegmentModel
+from models.online.propensity import PropensityModel
+from models.online.segments import SegmentModel
 
 # Add a factory here for each new model class (a BatchModel-only class goes in BATCH_MODELS).
 ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {

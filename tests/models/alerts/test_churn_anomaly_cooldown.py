@@ -7,9 +7,9 @@ import random
 import pytest
 
 from features.events import Purchase, PurchaseItem
-from models.anomaly import PurchaseAnomaly
-from models.churn import ChurnWatch, activity_score, churn_alert, silence_score
-from models.cooldown import AlertCooldown
+from models.alerts.anomaly import PurchaseAnomaly
+from models.alerts.churn import ChurnWatch, activity_score, churn_alert, silence_score
+from models.alerts.cooldown import AlertCooldown
 from models.settings import AlertSettings
 
 T0 = 1_700_000_000.0

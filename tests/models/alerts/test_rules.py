@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from features.events import Click, Feedback, Purchase, PurchaseItem
-from models.alerts import Alert, AlertRules, CartWatch, DueCart
+from models.alerts.rules import Alert, AlertRules, CartWatch, DueCart
 from models.ids import alert_id, offer_event_id
 from models.settings import DecisionSettings
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from models.catalog import Catalog, CatalogError, Offer, load_catalog
-from models.policy import OfferPolicy
+from models.decisioning.catalog import Catalog, CatalogError, Offer, load_catalog
+from models.decisioning.policy import OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import CATEGORIES
 

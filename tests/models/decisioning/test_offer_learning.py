@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from features.events import Click
-from features.outcomes import ContactState, OpenOffer, Resolution
-from models.arbiter import OfferArbiter
-from models.bandit import LinUCB, bucket
-from models.catalog import Catalog
-from models.contact import ContactPolicy
-from models.policy import ClickContext, OfferPolicy
+from models.decisioning.arbiter import OfferArbiter
+from models.decisioning.bandit import LinUCB, bucket
+from models.decisioning.catalog import Catalog
+from models.decisioning.contact import ContactPolicy
+from models.decisioning.outcomes import ContactState, OpenOffer, Resolution
+from models.decisioning.policy import ClickContext, OfferPolicy
 from models.settings import DecisionSettings
 
 T = 1_700_000_000.0  # 22:13 UTC

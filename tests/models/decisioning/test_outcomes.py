@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from features.events import Purchase, PurchaseItem
-from features.outcomes import OpenOffer, OutcomeStore
+from models.decisioning.outcomes import OpenOffer, OutcomeStore
 
 T0 = 1_700_000_000.0
 

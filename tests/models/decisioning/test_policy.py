@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from features.events import Click, Feedback, Purchase, PurchaseItem
-from models.catalog import Catalog
+from models.decisioning.catalog import Catalog
+from models.decisioning.policy import ClickContext, OfferDecision, OfferPolicy
 from models.ids import offer_event_id
-from models.policy import ClickContext, OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import CATEGORIES
 

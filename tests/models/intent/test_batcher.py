@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from models.intent import EncodedSteps, IntentEncoder, IntentNet, IntentStep
-from models.intent_batcher import IntentBatcher
+from models.intent.batcher import IntentBatcher
+from models.intent.model import EncodedSteps, IntentEncoder, IntentNet, IntentStep
 from models.settings import IntentSettings
 
 torch.set_num_threads(1)

@@ -11,7 +11,8 @@ import orjson
 import pytest
 import torch
 
-from models.intent import (
+from models.intent.batcher import IntentBatcher
+from models.intent.model import (
     INTENT_LABELS,
     EncodedSteps,
     IntentEncoder,
@@ -19,9 +20,8 @@ from models.intent import (
     IntentStep,
     session_label,
 )
-from models.intent_batcher import IntentBatcher
-from models.intent_slots import SlotTable
-from models.intent_train import (
+from models.intent.slots import SlotTable
+from models.intent.train import (
     OnlineTrainer,
     Session,
     evaluate,

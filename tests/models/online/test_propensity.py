@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from models.propensity import PropensityModel
+from models.online.propensity import PropensityModel
 from models.settings import ModelSettings
 
 T0 = 1_700_000_000.0

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from models.segments import SEGMENT_FEATURES, SegmentModel, _segment_inputs
+from models.online.segments import SEGMENT_FEATURES, SegmentModel, _segment_inputs
 from models.settings import ModelSettings
 
 _KINDS = [(5, 0, 3, 1e7), (80, 2, 40, 86_400 * 5), (900, 12, 300, 3_600)]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.sentiment import LexiconSentiment, tokenize
+from models.online.sentiment import LexiconSentiment, tokenize
 
 S = LexiconSentiment()
 

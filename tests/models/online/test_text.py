@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from models.replies import detect_language, reply_template
-from models.text import FeedbackText, TextSentiment, TopicClassifier
+from models.online.replies import detect_language, reply_template
+from models.online.text import FeedbackText, TextSentiment, TopicClassifier
 
 NEG = ["the zipper jammed on day one", "stitching came apart", "拉链第一天就卡住了", "线头全开了"]
 POS = ["the zipper glides smoothly", "stitching is neat", "拉链很顺滑", "线头整齐"]

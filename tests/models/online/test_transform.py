@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from features.store import FEATURE_NAMES as STORE_FEATURES
-from models.transform import FEATURE_NAMES, LINEAR_FEATURES, RECENCY_FEATURES
+from models.online.transform import FEATURE_NAMES, LINEAR_FEATURES, RECENCY_FEATURES
 
 
 def test_every_store_feature_is_a_model_input_once() -> None:
