@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import logging
 import os
 import pickle
@@ -50,10 +51,29 @@ MAGIC: Final = b"SSCKPT01"
 _LENGTH: Final = struct.Struct(">I")
 _MAC_SIZE: Final = hashlib.sha256().digest_size
 _MAX_HEADER: Final = 1 << 20
+# Modules whose classes checkpoints pickle, under the names they had in an earlier layout:
+# a checkpoint written before a move still loads (without this, a worker would refuse to
+# start after the upgrade rather than silently lose its models).
+_MOVED_MODULES: Final = {
+    "models.propensity": "models.online.propensity",
+    "models.segments": "models.online.segments",
+    "models.sentiment": "models.online.sentiment",
+    "models.text": "models.online.text",
+    "models.replies": "models.online.replies",
+    "models.transform": "models.online.transform",
+    "models.anomaly": "models.alerts.anomaly",
+}
 
 
 class CheckpointError(Exception):
     """A checkpoint that is unsigned, tampered with, signed with another key, or unreadable."""
+
+
+class _Unpickler(pickle.Unpickler):
+    """Finds classes that moved since the checkpoint was written (``_MOVED_MODULES``)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED_MODULES.get(module, module), name)
 
 
 def settings_key(settings: ModelSettings) -> bytes:
@@ -140,7 +160,7 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CheckpointError(f"checkpoint {path}: payload does not match its SHA-256")
     try:
-        obj = pickle.loads(payload)
+        obj = _Unpickler(io.BytesIO(payload)).load()
     except Exception as exc:  # e.g. a class that no longer exists in this code version
         raise CheckpointError(f"checkpoint {path} cannot be unpickled: {exc!r}") from exc
     return obj, header

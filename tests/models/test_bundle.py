@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,19 @@ def test_changed_hyperparameters_are_reported(
         bundle = ModelBundle.load_or_new(tmp_path, changed)
     assert bundle.propensity.horizon_minutes == 30.0
     assert "propensity_horizon_minutes" in caplog.text
+
+
+def test_checkpoint_written_before_the_package_split_still_loads(tmp_path: Path) -> None:
+    # Written by the flat models/ layout (models.propensity, models.anomaly, ...) with
+    # _trained() plus two feedback texts; expected.json holds what that code predicted.
+    data = Path(__file__).parent / "data" / "flat-layout"
+    expected = json.loads((data / "expected.json").read_text())
+    shutil.copy(data / "models-00000001.ckpt", tmp_path)
+    loaded = ModelBundle.load_or_new(tmp_path, SETTINGS)
+    probe = [{"carts_1h": 2.0, "spend_30d": 99.0}, {}]
+    as_json = json.loads(json.dumps(loaded.propensity.predict_proba_many(probe)))
+    assert as_json == expected["propensity"]
+    assert json.loads(json.dumps(loaded.segments.predict_proba_many(probe))) == expected["segments"]
+    assert loaded.propensity.n_pending == expected["n_pending"]
+    assert loaded.text.n_learned == expected["text_n_learned"]
+    assert loaded.version == expected["version"]
