@@ -1,13 +1,20 @@
 """Where an event becomes features, scores, offers and alerts.
 
 One agent reads the three input topics in batches (``stream.take_events``). For each batch,
-``Pipeline.handle`` does, with plain calls:
+``Pipeline.handle`` does, with plain calls, each step handed what the steps before returned
+(``docs/architecture.md`` follows one click through them):
 
 1. validate every record (``features.events.parse_event``); bad ones become dead letters;
-2. apply the valid events to the Redis feature store in one round trip;
-3. score them with the online models (propensity, segment, session intent) and learn;
-4. decide offers and alerts, claim the per-customer contact slot in Redis (one round trip);
-5. publish offers, alerts and dead letters.
+2. three overlapped Redis round trips: apply the valid events to the feature store (the
+   features), read the clickers' contact states (``OfferLoop.prepare``) and their recent
+   items (``Recommendations.prepare``);
+3. step the session-intent LSTM for the new clicks (``models.intent``);
+4. per event, score with the online models (propensity, segment), raise alerts, and let the
+   arbiter choose an offer under the customer's contact state (``OfferLoop.choose``);
+5. claim the per-customer contact slot of each offer in Redis (the frequency cap);
+6. two overlapped round trips: learn co-occurrence and recommend items on the offers, and
+   open the offers' outcome windows with the arbiter's choices (``OfferLoop.finish``);
+7. publish offers, alerts, outcomes and dead letters.
 
 A batch's input offsets are released for commit only once the broker has acknowledged all of
 its outputs (``settle``; the next batch is handled meanwhile, up to ``unacked_batches``):
@@ -33,15 +40,19 @@ from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purcha
 from features.store import FeatureResult, FeatureStore, FeatureStoreError
 from models.alerts.rules import AlertRules, CartWatch
 from models.bundle import ModelBundle
+from models.decisioning.arbiter import Choice
 from models.decisioning.catalog import load_catalog
+from models.decisioning.outcomes import ContactState
 from models.decisioning.policy import ClickContext, OfferPolicy
 from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
+from streams.alerting import Alerting
 from streams.app import StreamscoreApp
-from streams.insights import Insights
+from streams.clock import EventClock
 from streams.logs import event_fields
 from streams.metrics import Metrics, Stopwatch
 from streams.offer_loop import OfferLoop, parse_suppression
+from streams.recommendations import Recommendations
 from streams.records import Alert, DeadLetter, Offer, OfferOutcome, SessionIntent
 from streams.settings import Settings
 
@@ -67,31 +78,6 @@ class BatchOutputs:
     stages: dict[str, float] = field(default_factory=dict)
 
 
-class _EventClock:
-    """Event time that keeps moving with the wall clock between events.
-
-    ``now()`` is the latest event time seen plus the wall time elapsed since it was seen, so
-    label horizons and cart timeouts expire on idle streams too, while scripted streams with
-    old timestamps are judged by their own time.
-    """
-
-    __slots__ = ("_seen_at", "_watermark")
-
-    def __init__(self) -> None:
-        self._watermark = 0.0
-        self._seen_at = time.monotonic()
-
-    def observe(self, ts: float) -> None:
-        if ts > self.now():
-            self._watermark = ts
-            self._seen_at = time.monotonic()
-
-    def now(self) -> float:
-        if self._watermark == 0.0:
-            return 0.0
-        return self._watermark + (time.monotonic() - self._seen_at)
-
-
 class Pipeline:
     """The per-worker scoring pipeline: feature store, models and decision rules."""
 
@@ -103,13 +89,13 @@ class Pipeline:
         self.offer_loop = OfferLoop(settings, self.policy)
         self.alert_rules = AlertRules(settings.decision)
         self.cart_watch = CartWatch(settings.decision)
-        self.insights = Insights(settings)
-        self.clock = _EventClock()
+        self.alerting = Alerting(settings)
+        self.recommendations = Recommendations(settings)
+        self.clock = EventClock()
         self.models: ModelBundle | None = None
         self.intent: IntentService | None = None
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
         self.metrics = Metrics(self._kind_by_topic)
-        self._watch = Stopwatch()
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
@@ -122,7 +108,8 @@ class Pipeline:
         await self.store.start()
         await self.offer_loop.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
-        self.insights.start(self.store.client, self.models, self.store.with_retry)
+        self.alerting.start(self.models)
+        self.recommendations.start(self.store.client, self.store.with_retry)
         if self.settings.intent.enabled:
             self.intent = IntentService.create(
                 self.settings.intent,
@@ -160,7 +147,7 @@ class Pipeline:
             doc["propensity_log_loss"] = self.models.propensity.log_loss
             doc["labels_learned"] = self.models.propensity.n_learned
         doc.update(self.offer_loop.stats())
-        doc.update(self.insights.stats())
+        doc.update(self.alerting.stats())
         return doc
 
     def checkpoint(self) -> None:
@@ -196,7 +183,7 @@ class Pipeline:
     async def handle(
         self, records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]]
     ) -> BatchOutputs:
-        self._watch = watch = Stopwatch()
+        watch = Stopwatch()
         valid, dead = self.validate(records)
         watch.lap("validate")
         out = BatchOutputs(dead_letters=dead, n_valid=len(valid), events=valid, stages=watch.laps)
@@ -206,15 +193,14 @@ class Pipeline:
         if models is None:
             raise RuntimeError("Pipeline.handle called before start()")
         sentiments = [
-            models.online.text.score(e.text, e.rating) if isinstance(e, Feedback) else None
-            for e in valid
+            models.text.score(e.text, e.rating) if isinstance(e, Feedback) else None for e in valid
         ]
         watch.lap("models")
         # three independent reads/writes, overlapped: features, contact states, recent items
-        results, _, _ = await _together(
+        results, contacts, recent = await _together(
             self.store.apply(valid, sentiments),
             self.offer_loop.prepare(valid),
-            self.insights.prepare(valid),
+            self.recommendations.prepare(valid),
         )
         watch.lap("redis")
         intents = await self._intents(valid, results)
@@ -222,6 +208,7 @@ class Pipeline:
         if intents and self.settings.worker.publish_intents:
             out.intents = self._intent_records(valid, intents)
         candidates: list[tuple[Offer, FeatureResult]] = []
+        choices: dict[str, Choice] = {}  # offer_event_id -> the arbiter's choice
         now_wall = time.time()
         version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
@@ -231,28 +218,32 @@ class Pipeline:
                 out.duplicates.append(event)
             intent = intents.get(event.event_id)
             try:
-                offer, alerts = self._score(event, result, sentiment, intent, version, now_wall)
-                self.insights.annotate(models, event, alerts)
-                for a in self.insights.on_event(models, event, result):
+                contact = contacts.get(event.customer_id)
+                choice, offer, alerts = self._score(
+                    event, result, sentiment, intent, contact, version, now_wall, watch
+                )
+                self.alerting.annotate(models, event, alerts)
+                for a in self.alerting.on_event(models, event, result):
                     alerts.append(_alert(a, version, now_wall, a.ts))
             except Exception:
                 fields = {"event_id": event.event_id, "customer_id": event.customer_id}
                 logger.exception("scoring event %s failed", event.event_id, extra=fields)
                 raise
             out.alerts.extend(alerts)
-            self.offer_loop.note_alerts(alerts)
-            if offer is not None:
+            self.offer_loop.note_alerts(alerts, contacts)
+            if choice is not None and offer is not None:
+                choices[offer.offer_event_id] = choice
                 candidates.append((offer, result))
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
         out.offers = await self._claim(candidates, out.duplicates)
         watch.lap("redis")
-        out.alerts = self.insights.admit(out.alerts)
+        out.alerts = self.alerting.admit(out.alerts)
         # independent round trips, overlapped: co-occurrence learning and recommendations on
         # the offers, and the offers' outcome windows
         _, out.outcomes = await _together(
-            self.insights.finish(valid, results, out.offers),
-            self.offer_loop.finish(out.offers, out.alerts, valid),
+            self.recommendations.finish(valid, results, out.offers, recent),
+            self.offer_loop.finish(out.offers, choices, out.alerts, valid),
         )
         watch.lap("learn")
         return out
@@ -337,19 +328,22 @@ class Pipeline:
         result: FeatureResult,
         sentiment: float | None,
         intent: dict[str, float] | None,
+        contact: ContactState | None,
         version: str,
         now_wall: float,
-    ) -> tuple[Offer | None, list[Alert]]:
+        watch: Stopwatch,
+    ) -> tuple[Choice | None, Offer | None, list[Alert]]:
+        """One event's alerts, and for a click the arbiter's choice and its offer, if any."""
         models = self.models
         if models is None:  # pragma: no cover - guarded by handle()
             raise RuntimeError("models not loaded")
         x = result.features
         alerts: list[Alert] = []
         if isinstance(event, Click):
-            propensity = models.online.propensity.score_click(
+            propensity = models.propensity.score_click(
                 event.customer_id, event.event_id, event.ts, x
             )
-            segment = models.online.segments.assign(x)
+            segment = models.segments.assign(x)
             self.cart_watch.on_event(event, x)
             if intent is not None:
                 # a sharp rise in "abandon" with a full cart raises the alert before the timeout
@@ -361,17 +355,18 @@ class Pipeline:
                     alerts.append(_alert(early, version, now_wall, event.ts))
             for a in self.alert_rules.on_click(event, x, propensity, intent):
                 alerts.append(_alert(a, version, now_wall, event.ts))
-            self._watch.lap("models")
+            watch.lap("models")
             ctx = ClickContext(
                 event, x, result.top_categories, propensity, segment, intent, version
             )
             # contact policy, control group, bandit; explanations only for a chosen offer
-            decision = self.offer_loop.choose(
-                ctx, partial(models.online.propensity.contributions, x)
+            choice = self.offer_loop.choose(
+                ctx, contact, partial(models.propensity.contributions, x)
             )
-            self._watch.lap("decide")
-            if decision is None:
-                return None, alerts
+            watch.lap("decide")
+            if choice is None:
+                return None, None, alerts
+            decision = choice.decision
             offer = Offer(
                 offer_event_id=offer_event_id(event.event_id),
                 customer_id=event.customer_id,
@@ -386,17 +381,17 @@ class Pipeline:
                 event_ts=event.ts,
                 intent=intent,
             )
-            return offer, alerts
+            return choice, offer, alerts
         if isinstance(event, Purchase):
             if not result.duplicate:
-                models.online.propensity.observe_purchase(event.customer_id, event.ts)
+                models.propensity.observe_purchase(event.customer_id, event.ts)
                 if self.intent is not None:
                     self.intent.on_purchase(event)
             self.cart_watch.on_event(event, x)
-            return None, alerts
+            return None, None, alerts
         for a in self.alert_rules.on_feedback(event, x, sentiment):
             alerts.append(_alert(a, version, now_wall, event.ts))
-        return None, alerts
+        return None, None, alerts
 
     def _expire(self, version: str, now_wall: float) -> list[Alert]:
         """Resolve late labels and cart timeouts up to the event clock."""
@@ -407,8 +402,8 @@ class Pipeline:
         if self.intent is not None:
             self.intent.expire(now)
         due_alerts = [self.alert_rules.cart_abandonment(due) for due in self.cart_watch.due(now)]
-        due_alerts += self.insights.expire(now)
-        return self.insights.admit([_alert(a, version, now_wall, a.ts) for a in due_alerts])
+        due_alerts += self.alerting.expire(now)
+        return self.alerting.admit([_alert(a, version, now_wall, a.ts) for a in due_alerts])
 
     def tick(self) -> list[Alert]:
         """Periodic work between batches: expiries and checkpoints."""

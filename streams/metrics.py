@@ -375,7 +375,7 @@ class Metrics:
     def update_models(self, models: ModelBundle | None, version: str | None = None) -> None:
         if models is None:
             return
-        p = models.online.propensity
+        p = models.propensity
         self.model_auc.set(p.auc)
         self.model_log_loss.set(p.log_loss)
         self.model_labels.set(p.n_learned)

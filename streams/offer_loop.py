@@ -1,14 +1,17 @@
 """The learning loop around offers: contact state in, arbitration, outcomes out.
 
-``Pipeline.handle`` calls, per batch:
+``Pipeline.handle`` calls, per batch, handing each step what the one before returned:
 
 1. ``prepare(events)``: one Redis round trip for the contact state of the batch's clickers
-   (opt-outs, negative-feedback blocks, per-offer caps);
-2. ``choose(...)`` per click, instead of the fixed policy: contact policy, control group,
-   bandit (``models/decisioning/arbiter.py``);
-3. ``finish(out, events)`` after the frequency cap: one round trip that opens the published
-   offers' attribution windows, attributes the batch's purchases and opens feedback blocks;
-   conversions become ``OfferOutcome`` records and bandit updates right away;
+   (opt-outs, negative-feedback blocks, per-offer caps), returned per customer;
+2. ``choose(ctx, state)`` per click, instead of the fixed policy: contact policy, control
+   group, bandit (``models/decisioning/arbiter.py``); the ``Choice`` keeps the arm and
+   context that the bandit learns from later; ``note_alerts`` blocks the rest of the batch
+   after negative feedback;
+3. ``finish(offers, choices, alerts, events)`` after the frequency cap: one round trip that
+   opens the published offers' attribution windows, attributes the batch's purchases and
+   opens feedback blocks; conversions become ``OfferOutcome`` records and bandit updates
+   right away;
 
 and the 1 s timer calls ``expire(now)`` for the windows that ended by event time.
 Counters per offer and per arm (impressions, conversions, rate) feed ``/stats``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import orjson
@@ -50,8 +53,6 @@ class OfferLoop:
         self.store = OutcomeStore(settings.redis.key_prefix, d.attribution_window_minutes * 60.0)
         self._window_s = d.attribution_window_minutes * 60.0
         self._block_s = d.negative_feedback_block_hours * 3600.0
-        self._states: dict[str, ContactState] = {}
-        self._choices: dict[str, Choice] = {}  # offer_event_id -> choice, for this batch
         self.impressions: Counter[str] = Counter()
         self.conversions: Counter[str] = Counter()
         self.resolved: Counter[str] = Counter()
@@ -63,35 +64,42 @@ class OfferLoop:
     async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
         await self.store.start(client, retry)
 
-    async def prepare(self, events: Sequence[Event]) -> None:
-        """Read the contact state of every customer with a click in ``events``."""
-        self._choices.clear()
+    async def prepare(self, events: Sequence[Event]) -> dict[str, ContactState]:
+        """The contact state of every customer with a click in ``events``, by customer id."""
         cids = [e.customer_id for e in events if e.kind == "click"]
-        self._states = await self.store.contact_states(cids)
+        return await self.store.contact_states(cids)
 
-    def choose(self, ctx: ClickContext, explain: Explain = ()) -> Any:
-        """The ``OfferDecision`` for this click, or None; remembers the arm and context."""
-        choice = self.arbiter.choose(ctx, self._states.get(ctx.event.customer_id), explain)
-        if choice is None:
-            return None
-        self._choices[choice.decision.offer_event_id] = choice
-        return choice.decision
+    def choose(
+        self, ctx: ClickContext, state: ContactState | None, explain: Explain = ()
+    ) -> Choice | None:
+        """The offer for this click under its customer's contact ``state``, or None."""
+        return self.arbiter.choose(ctx, state, explain)
 
-    def note_alerts(self, alerts: Sequence[Alert]) -> None:
+    def note_alerts(
+        self, alerts: Sequence[Alert], states: MutableMapping[str, ContactState]
+    ) -> None:
         """A negative-feedback alert blocks later clicks of the same batch too."""
         for a in alerts:
             if a.type == NEGATIVE_FEEDBACK:
-                state = self._states.setdefault(a.customer_id, ContactState())
+                state = states.setdefault(a.customer_id, ContactState())
                 self.arbiter.contact.note_negative_feedback(a.event_ts, state)
 
     async def finish(
-        self, offers: list[Offer], alerts: Sequence[Alert], events: Sequence[Event]
+        self,
+        offers: list[Offer],
+        choices: Mapping[str, Choice],
+        alerts: Sequence[Alert],
+        events: Sequence[Event],
     ) -> list[OfferOutcome]:
         """Open windows for ``offers`` (replays keep their first offer id), attribute the
-        batch's purchases, block on negative feedback; returns the conversions."""
+        batch's purchases, block on negative feedback; returns the conversions.
+
+        ``choices`` holds this batch's ``choose`` results by ``offer_event_id``. An offer
+        recalled for a replayed trigger has none: its window normally exists already, and
+        the first record of a window is the one kept."""
         opened: list[OpenOffer] = []
         for o in offers:
-            choice = self._choices.get(o.offer_event_id)
+            choice = choices.get(o.offer_event_id)
             opened.append(
                 OpenOffer(
                     offer_event_id=o.offer_event_id,
@@ -121,7 +129,6 @@ class OfferLoop:
                 self.arm_impressions[opened[k].arm] += 1
             elif first.offer_id != o.offer_id:
                 o.offer_id = first.offer_id  # a replay decided differently: keep the first
-        self._choices.clear()
         return self._resolve(conversions)
 
     async def expire(self, now: float) -> list[OfferOutcome]:

@@ -11,8 +11,8 @@ lexicon and a model that saw only one class never speaks.
 seeds (English words, Chinese words matched as substrings) vote; a strict winner is the topic,
 and an unambiguous seed match (one topic voted) also teaches a ``BagOfWords | MultinomialNB``,
 which answers for texts the seeds miss once it has seen ``topic_min_examples`` and is at least
-``topic_min_proba`` sure. Both models use ``models.online.sentiment.tokenize`` (Chinese runs become
-characters and bigrams, so they are never tokenised into nothing).
+``topic_min_proba`` sure. Both models use ``models.online.sentiment.tokenize`` (Chinese runs
+become characters and bigrams, so they are never tokenised into nothing).
 
 ``FeedbackText`` is the pair the model bundle checkpoints, plus the reply template.
 

@@ -1,4 +1,4 @@
-"""Issue 5 through a real worker: reply-ready negative feedback alerts, recommended items."""
+"""Through a real worker: reply-ready negative feedback alerts, recommended items on offers."""
 
 from __future__ import annotations
 
