@@ -131,8 +131,12 @@ class Names:
 
 
 def make_events(n: int, customers: int, seed: int = 0) -> list[tuple[str, bytes, bytes, str]]:
-    """``n`` simulated events as (kind, key, value, event_id); malformed-free."""
-    sim = Simulator(customers, seed=seed)
+    """``n`` simulated events as (kind, key, value, event_id); malformed-free.
+
+    Simulated time ends now (1,000 events per second before it): a stream stamped ahead of
+    its records would be clamped by the worker (``WORKER__MAX_TS_AHEAD_S``).
+    """
+    sim = Simulator(customers, seed=seed, start_ts=time.time() - n / 1000.0)
     out = []
     for ev in sim.events(n, rate=1000.0):
         doc = ev.doc or {}

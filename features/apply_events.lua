@@ -7,8 +7,8 @@
 -- KEYS: 3 per customer: state (msgpack blob), seen (zset event_id -> ts), offers (zset
 -- trigger_event_id -> ts). In a cluster all keys of one call share one slot.
 -- ARGV (decoded by the header from one JSON array of strings):
--- ARGV[1] = 'a' (apply), then per customer (in KEYS order): the number of its events, then
---   one record per event: event_id, kind (c|p|f), ts, session_id, action, value, sentiment,
+-- ARGV[1] = 'a' (apply), ARGV[2] = the batch token ('' for none), then per customer (in KEYS
+--   order): the number of its events, then one record per event: event_id, kind (c|p|f), ts, session_id, action, value, sentiment,
 --   ncat, then ncat x (category, affinity weight); the first category is the event's own.
 --   value: click price, purchase total or feedback rating; '' when absent.
 -- ARGV[1] = 'g' (get), ARGV[2] = now: one customer, read-only; nil when it is unknown.
@@ -22,7 +22,14 @@
 -- session id, its last ts, clicks/carts/checkouts; fn feedback count; rs/rn rating sum/count;
 -- ss/sn sentiment sum/count; ca category -> decayed score; nc categories kept; b[1..4] bucket
 -- maps of the 4 windows (bucket*4 + metric -> value); ns ids in seen; tr last horizon trim;
--- dc dedup floor (newest ts dropped by the size cap).
+-- dc dedup floor (newest ts dropped by the size cap); bt the token of the last batch that
+-- applied events of this customer, ba the ids it applied (id -> true).
+--
+-- A retry is not a replay: when the same batch token comes back (our own retry after a lost
+-- reply), the ids that token already applied are reported as new (duplicate 0) without being
+-- applied again, so the caller learns from them once. Their feature rows are the state after
+-- the whole first attempt of that customer's events. Any other token, or none, sees a
+-- replay as a duplicate.
 
 local floor = math.floor
 local tonumber = tonumber
@@ -241,30 +248,46 @@ if ARGV[1] == 'g' then
   return {rows[1], cjson.encode(names)}
 end
 
-local i = 2
+local token = ARGV[2]
+local i = 3
 for c = 1, #KEYS, 3 do
   local kstate, kseen, koffers = KEYS[c], KEYS[c + 1], KEYS[c + 2]
   local raw = call('GET', kstate)
   local S = raw and cmsgpack.unpack(raw) or new_state()
   local offer = last_offer_ts(koffers)
   local changed = false
+  local ours = (token ~= '' and S.bt == token) and S.ba or {}
+  local applied = {}
   for _ = 1, tonumber(ARGV[i]) do
     i = i + 1
     local ts = tonumber(ARGV[i + 2])
     local ncat = tonumber(ARGV[i + 7])
-    local dup = (S.t ~= nil and ts < S.t - HORIZON_S) or (S.dc ~= nil and ts <= S.dc)
-        or call('ZADD', kseen, 'NX', ARGV[i + 2], ARGV[i]) == 0
-    if not dup then
-      S.ns = S.ns + 1
-      apply(S, ARGV[i + 1], ts, ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]),
-            tonumber(ARGV[i + 6]), i + 8, ncat)
-      changed = true
+    local dup = false
+    if ours[ARGV[i]] then  -- applied by this batch's earlier attempt: new to the caller, once
+      ours[ARGV[i]] = nil
+      applied[ARGV[i]] = true
+    else
+      dup = (S.t ~= nil and ts < S.t - HORIZON_S) or (S.dc ~= nil and ts <= S.dc)
+          or call('ZADD', kseen, 'NX', ARGV[i + 2], ARGV[i]) == 0
+      if not dup then
+        S.ns = S.ns + 1
+        apply(S, ARGV[i + 1], ts, ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]),
+              tonumber(ARGV[i + 6]), i + 8, ncat)
+        applied[ARGV[i]] = true
+        changed = true
+      end
     end
     emit(S, ts, S.t or ts, ncat > 0 and ARGV[i + 8] or nil, dup and 1 or 0, offer)
     i = i + 7 + 2 * ncat
   end
   i = i + 1
   if changed then
+    if token ~= '' then
+      if S.bt == token then
+        for id in pairs(ours) do applied[id] = true end
+      end
+      S.bt, S.ba = token, applied
+    end
     trim_seen(S, kseen)
     call('SET', kstate, cmsgpack.pack(S), 'PX', TTL_MS)
     call('PEXPIRE', kseen, TTL_MS)

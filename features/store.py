@@ -229,13 +229,21 @@ class FeatureStore:
     # -- the interface ------------------------------------------------------------------
 
     async def apply(
-        self, events: Sequence[Event], sentiments: Sequence[float | None] | None = None
+        self,
+        events: Sequence[Event],
+        sentiments: Sequence[float | None] | None = None,
+        *,
+        batch: str = "",
     ) -> list[FeatureResult]:
         """Apply a batch of events (any customers) and return their features, in input order.
 
         ``sentiments[i]`` is the sentiment score of ``events[i]`` when it is feedback
         (ignored otherwise). Replays (same ``event_id``) change nothing and come back with
         ``duplicate=True``. One pipeline, one round trip.
+
+        ``batch`` is a token the caller keeps while it retries one batch: events that an
+        earlier attempt with the same token applied (its reply was lost) come back as new,
+        not as duplicates, and are not applied again. A retry is not a replay.
         """
         if sentiments is not None and len(sentiments) != len(events):
             raise ValueError(f"{len(sentiments)} sentiments for {len(events)} events")
@@ -254,7 +262,7 @@ class FeatureStore:
         order: list[int] = []  # event indices in the order the rows come back
         for chunk in self._chunks(list(groups)):
             keys: list[str] = []
-            args: list[Any] = ["a"]
+            args: list[Any] = ["a", batch]
             for cid in chunk:
                 indices, group_args = groups[cid]
                 keys += CustomerKeys.of(prefix, cid).all

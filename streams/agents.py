@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +36,9 @@ from functools import partial
 from typing import Any
 
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
+from features.cooccurrence import CustomerItems
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
 from features.store import FeatureResult, FeatureStore, FeatureStoreError
 from models.alerts.rules import AlertRules, CartWatch
@@ -48,7 +51,7 @@ from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
 from streams.alerting import Alerting
 from streams.app import StreamscoreApp
-from streams.clock import EventClock
+from streams.clock import EventTime
 from streams.logs import event_fields
 from streams.metrics import Metrics, Stopwatch
 from streams.offer_loop import OfferLoop, parse_suppression
@@ -56,7 +59,7 @@ from streams.recommendations import Recommendations
 from streams.records import Alert, DeadLetter, Offer, OfferOutcome, SessionIntent
 from streams.settings import Settings
 
-__all__ = ["BatchOutputs", "Pipeline", "register"]
+__all__ = ["BatchOutputs", "BatchProgress", "Pipeline", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +75,39 @@ class BatchOutputs:
     outcomes: list[OfferOutcome] = field(default_factory=list)
     n_valid: int = 0
     n_duplicates: int = 0
+    n_clamped: int = 0  # valid events whose ts was clamped to their record's time bound
     # for metrics: the valid events, the replays among them, seconds per stage
     events: list[Event] = field(default_factory=list)
     duplicates: list[Event] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A batch once learned and decided: what its remaining steps (claims, windows) need."""
+
+    out: BatchOutputs
+    valid: list[Event] = field(default_factory=list)
+    results: list[FeatureResult] = field(default_factory=list)
+    recent: dict[str, CustomerItems] = field(default_factory=dict)
+    candidates: list[tuple[Offer, FeatureResult]] = field(default_factory=list)
+    choices: dict[str, Choice] = field(default_factory=dict)  # by offer_event_id
+
+
+@dataclass(slots=True)
+class BatchProgress:
+    """What one batch has done so far, kept across its retries (``_until_applied``).
+
+    A retry is not a replay: it continues the batch. ``token`` lets the feature store tell
+    this batch's own earlier writes (a reply lost after the script ran) from a replay; the
+    rest records the steps already done, so none is done twice.
+    """
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    decided: _Decided | None = None
+    offers: list[Offer] | None = None  # claimed
+    recommended: bool = False
+    outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
 
 
 class Pipeline:
@@ -91,7 +123,8 @@ class Pipeline:
         self.cart_watch = CartWatch(settings.decision)
         self.alerting = Alerting(settings)
         self.recommendations = Recommendations(settings)
-        self.clock = EventClock()
+        w = settings.worker
+        self.clock = EventTime(max_ahead_s=w.max_ts_ahead_s, idle_after_s=w.idle_partition_s)
         self.models: ModelBundle | None = None
         self.intent: IntentService | None = None
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
@@ -99,7 +132,7 @@ class Pipeline:
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
-            ("records", "valid", "duplicates", "offers", "alerts", "dead_letters"), 0
+            ("records", "valid", "duplicates", "clamped", "offers", "alerts", "dead_letters"), 0
         )
 
     async def start(self) -> None:
@@ -134,6 +167,7 @@ class Pipeline:
         c["records"] += n_records
         c["valid"] += out.n_valid
         c["duplicates"] += out.n_duplicates
+        c["clamped"] += out.n_clamped
         c["offers"] += len(out.offers)
         c["alerts"] += len(out.alerts)
         c["dead_letters"] += len(out.dead_letters)
@@ -146,6 +180,7 @@ class Pipeline:
             doc["propensity_auc"] = self.models.propensity.auc
             doc["propensity_log_loss"] = self.models.propensity.log_loss
             doc["labels_learned"] = self.models.propensity.n_learned
+            doc["feedback_learned"] = self.models.text.sentiment.n_learned
         doc.update(self.offer_loop.stats())
         doc.update(self.alerting.stats())
         return doc
@@ -159,15 +194,32 @@ class Pipeline:
 
     def validate(
         self, records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]]
-    ) -> tuple[list[Event], list[DeadLetter]]:
-        """Records are (topic, partition, offset, key, value, kafka timestamp in seconds)."""
+    ) -> tuple[list[Event], list[DeadLetter], int]:
+        """The valid events, the dead letters, and how many events had their ts clamped.
+
+        Records are (topic, partition, offset, key, value, kafka timestamp in seconds). Each
+        valid event's ts is bounded by its record's timestamp (``EventTime.bound``) and then
+        advances its partition's watermark.
+        """
         now = time.time()
         valid: list[Event] = []
         dead: list[DeadLetter] = []
+        clamped = 0
+        clamp = self.settings.worker.future_ts == "clamp"
         for topic, partition, offset, key, value, kafka_ts in records:
             try:
                 kind = self._kind_by_topic.get(topic, topic)
                 event = parse_event(kind, value, now=now, kafka_ts=kafka_ts, limits=self.limits)
+                bound = self.clock.bound(kafka_ts, now)
+                if event.ts > bound:
+                    if not clamp:
+                        raise InvalidEvent(
+                            f"ts {event.ts:.0f} is {event.ts - bound + self.clock.max_ahead_s:.0f}"
+                            f"s ahead of its record's timestamp (allowed "
+                            f"{self.clock.max_ahead_s:.0f}s)"
+                        )
+                    event = dataclasses.replace(event, ts=bound)
+                    clamped += 1
             except InvalidEvent as exc:
                 dead.append(_dead_letter(topic, partition, offset, key, value, exc.reason, now))
                 fields = event_fields(topic, partition, offset, value)
@@ -177,18 +229,66 @@ class Pipeline:
                     extra=fields,
                 )
                 continue
+            self.clock.observe((topic, partition), event.ts)
             valid.append(event)
-        return valid, dead
+        return valid, dead, clamped
 
     async def handle(
-        self, records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]]
+        self,
+        records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]],
+        progress: BatchProgress | None = None,
     ) -> BatchOutputs:
+        """Handle one batch. Pass the same ``progress`` to each retry of the batch: the retry
+        continues where the failed attempt stopped, so nothing is learned twice and nothing
+        it applied in Redis comes back as a replay."""
+        progress = BatchProgress() if progress is None else progress
         watch = Stopwatch()
-        valid, dead = self.validate(records)
-        watch.lap("validate")
-        out = BatchOutputs(dead_letters=dead, n_valid=len(valid), events=valid, stages=watch.laps)
-        if not valid:
+        if progress.decided is None:
+            progress.decided = await self._decide(records, progress.token, watch)
+        d = progress.decided
+        out = d.out
+        out.stages = watch.laps
+        if not d.valid:
             return out
+        if progress.offers is None:
+            progress.offers = await self._claim(d.candidates, out.duplicates)
+            watch.lap("redis")
+        out.offers = progress.offers
+
+        # independent round trips, overlapped: co-occurrence learning and recommendations on
+        # the offers, and the offers' outcome windows; each done once per batch
+        async def recommend() -> None:
+            if not progress.recommended:
+                await self.recommendations.finish(d.valid, d.results, out.offers, d.recent)
+                progress.recommended = True
+
+        async def open_windows() -> list[OfferOutcome]:
+            if progress.outcomes is None:
+                progress.outcomes = await self.offer_loop.finish(
+                    out.offers, d.choices, out.alerts, d.valid
+                )
+            return progress.outcomes
+
+        _, out.outcomes = await _together(recommend(), open_windows())
+        watch.lap("learn")
+        return out
+
+    async def _decide(
+        self,
+        records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]],
+        token: str,
+        watch: Stopwatch,
+    ) -> _Decided:
+        """Validate, apply to Redis, score, learn and decide: everything up to the claims.
+
+        The in-memory learning happens here, after the last round trip that can fail, so a
+        failed attempt has learned nothing and its retry (same ``token``) learns once.
+        """
+        valid, dead, clamped = self.validate(records)
+        watch.lap("validate")
+        out = BatchOutputs(dead_letters=dead, n_valid=len(valid), n_clamped=clamped, events=valid)
+        if not valid:
+            return _Decided(out)
         models = self.models
         if models is None:
             raise RuntimeError("Pipeline.handle called before start()")
@@ -198,7 +298,7 @@ class Pipeline:
         watch.lap("models")
         # three independent reads/writes, overlapped: features, contact states, recent items
         results, contacts, recent = await _together(
-            self.store.apply(valid, sentiments),
+            self.store.apply(valid, sentiments, batch=token),
             self.offer_loop.prepare(valid),
             self.recommendations.prepare(valid),
         )
@@ -212,7 +312,6 @@ class Pipeline:
         now_wall = time.time()
         version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
-            self.clock.observe(event.ts)
             if result.duplicate:
                 out.n_duplicates += 1
                 out.duplicates.append(event)
@@ -234,19 +333,10 @@ class Pipeline:
             if choice is not None and offer is not None:
                 choices[offer.offer_event_id] = choice
                 candidates.append((offer, result))
+        out.alerts = self.alerting.admit(out.alerts)
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
-        out.offers = await self._claim(candidates, out.duplicates)
-        watch.lap("redis")
-        out.alerts = self.alerting.admit(out.alerts)
-        # independent round trips, overlapped: co-occurrence learning and recommendations on
-        # the offers, and the offers' outcome windows
-        _, out.outcomes = await _together(
-            self.recommendations.finish(valid, results, out.offers, recent),
-            self.offer_loop.finish(out.offers, choices, out.alerts, valid),
-        )
-        watch.lap("learn")
-        return out
+        return _Decided(out, valid, results, recent, candidates, choices)
 
     async def _claim(
         self, candidates: Sequence[tuple[Offer, FeatureResult]], duplicates: Sequence[Event]
@@ -563,6 +653,11 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
                     logger.warning("suppressions not stored yet, retrying: %s", exc)
                     await asyncio.sleep(0.5)
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        # A partition that moved away no longer holds this worker's event time back.
+        pipeline.clock.revoke((tp.topic, tp.partition) for tp in revoked)
+
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
         doc = pipeline.stats()
@@ -597,13 +692,15 @@ async def _until_applied(
     """Handle a batch, waiting out Redis outages instead of dropping or skipping the batch.
 
     While Redis is down the batch is not acked, so no offset moves past it; Faust's stream
-    buffer fills and the consumer stops fetching (backpressure). Idempotent updates make
-    the retry of a half-applied batch safe.
+    buffer fills and the consumer stops fetching (backpressure). Every retry continues the
+    same ``BatchProgress``: idempotent updates make the retry of a half-applied batch safe,
+    and the batch's own earlier writes are not mistaken for a replay.
     """
+    progress = BatchProgress()
     delay = 0.1
     while True:
         try:
-            return await pipeline.handle(records)
+            return await pipeline.handle(records, progress)
         except FeatureStoreError as exc:
             if "rejected" in str(exc) or "script" in str(exc).lower():
                 raise

@@ -1,40 +1,118 @@
-"""The worker's event clock: when label horizons, cart timers and outcome windows expire.
+"""The worker's event time: one watermark per input partition, bounded by the broker's clock.
 
-``now()`` is the latest event time seen plus the wall time elapsed since it was seen, so
-expiries happen on idle streams too, while scripted streams with old timestamps are judged by
-their own time. One clock per worker, over all the partitions it reads; ``Pipeline`` advances
-it per event and passes ``now()`` explicitly to every expiry.
+Every expiry (propensity labels, cart timers, intent sessions, churn by silence, offer
+windows) runs off ``EventTime.now()``. Flink's rule, applied to Kafka input partitions:
 
->>> clock = EventClock()
->>> clock.now()
+- **A watermark per input partition** (topic, partition), moved only by that partition's
+  events. Between events it advances with the wall clock, so expiries happen on quiet
+  streams too, while a replayed or scripted stream with old timestamps keeps its own time.
+- **Bounded by the broker's clock.** ``bound(kafka_ts, wall)`` is the latest ``ts`` an event
+  may carry: its record's timestamp (or the wall clock, whichever is earlier) plus
+  ``max_ahead_s``. The pipeline clamps or dead-letters a later ``ts`` before it gets here, so
+  one event stamped a day ahead cannot expire a day of state.
+- **The minimum over the active partitions.** The worker's time is the slowest partition
+  that saw an event in the last ``idle_after_s`` wall seconds: a topic that lags behind
+  another (clicks still catching up while purchases are live) holds expiries back instead of
+  having its customers' labels resolved before their purchases are read. A partition that
+  has been quiet for longer is idle and does not hold time back; when every partition is
+  idle, time is the most advanced one.
+- **Never backwards**, as Flink's watermarks: a partition that wakes up behind the worker's
+  time does not pull it back; its events are late, and expiries already done stay done.
+- A revoked partition is forgotten (``revoke``): it no longer holds this worker's time.
+
+>>> t = EventTime(max_ahead_s=300.0, idle_after_s=5.0, clock=lambda: 100.0)
+>>> t.now()
 0.0
->>> clock.observe(1_700_000_000.0)
->>> 1_700_000_000.0 <= clock.now() < 1_700_000_001.0
-True
+>>> t.bound(kafka_ts=1_000.0, wall=2_000.0)
+1300.0
+>>> t.observe(("clicks", 0), 1_000.0)
+>>> t.observe(("purchases", 0), 1_500.0)
+>>> t.now()  # the clicks partition is behind
+1000.0
+>>> t.revoke([("clicks", 0)])
+>>> t.now()
+1500.0
+>>> t.observe(("clicks", 1), 1_200.0)  # wakes up behind: late, time stays
+>>> t.now()
+1500.0
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 
-__all__ = ["EventClock"]
+__all__ = ["EventTime"]
 
 
-class EventClock:
-    """Event time that keeps moving with the wall clock between events."""
+@dataclass(slots=True)
+class _Watermark:
+    ts: float  # the latest event time this partition reached
+    moved_at: float  # wall clock (monotonic) when ``ts`` was set
+    seen_at: float  # wall clock (monotonic) of this partition's latest event
 
-    __slots__ = ("_seen_at", "_watermark")
 
-    def __init__(self) -> None:
-        self._watermark = 0.0
-        self._seen_at = time.monotonic()
+class EventTime:
+    """Per-partition watermarks; ``now()`` is the time every expiry runs off.
 
-    def observe(self, ts: float) -> None:
-        if ts > self.now():
-            self._watermark = ts
-            self._seen_at = time.monotonic()
+    Parameters
+    ----------
+    max_ahead_s
+        How far an event's ``ts`` may be ahead of its record's timestamp (see ``bound``).
+    idle_after_s
+        A partition with no event for this many wall seconds no longer holds time back.
+    clock
+        The monotonic wall clock (for tests).
+    """
+
+    def __init__(
+        self,
+        max_ahead_s: float = 300.0,
+        idle_after_s: float = 5.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.max_ahead_s = max_ahead_s
+        self.idle_after_s = idle_after_s
+        self._clock = time.monotonic if clock is None else clock
+        self._marks: dict[Hashable, _Watermark] = {}
+        self._last = 0.0
+
+    def bound(self, kafka_ts: float | None, wall: float) -> float:
+        """The latest ``ts`` an event in a record stamped ``kafka_ts`` may carry, at ``wall``."""
+        base = wall if kafka_ts is None else min(kafka_ts, wall)
+        return base + self.max_ahead_s
+
+    def observe(self, partition: Hashable, ts: float) -> None:
+        """An event of ``partition`` at event time ``ts`` (already within ``bound``)."""
+        now = self._clock()
+        mark = self._marks.get(partition)
+        if mark is None:
+            self._marks[partition] = _Watermark(ts, now, now)
+            return
+        mark.seen_at = now
+        if ts > mark.ts + (now - mark.moved_at):
+            mark.ts, mark.moved_at = ts, now
+
+    def revoke(self, partitions: Iterable[Hashable]) -> None:
+        """Forget partitions this worker no longer owns."""
+        for partition in partitions:
+            self._marks.pop(partition, None)
+
+    def partition_times(self) -> dict[Hashable, float]:
+        """Each known partition's watermark, advanced with the wall clock."""
+        now = self._clock()
+        return {p: m.ts + (now - m.moved_at) for p, m in self._marks.items()}
 
     def now(self) -> float:
-        if self._watermark == 0.0:
-            return 0.0
-        return self._watermark + (time.monotonic() - self._seen_at)
+        """The minimum over active partitions, or the maximum when all are idle (0 if none);
+        never less than a time it returned before."""
+        if not self._marks:
+            return self._last
+        now = self._clock()
+        marks = self._marks.values()
+        times = [(m.ts + (now - m.moved_at), now - m.seen_at <= self.idle_after_s) for m in marks]
+        active = [t for t, is_active in times if is_active]
+        t = min(active) if active else max(t for t, _ in times)
+        self._last = max(self._last, t)
+        return self._last

@@ -235,6 +235,12 @@ class Metrics:
             ["type", "severity"],
             registry=r,
         )
+        self.clamped_events = Counter(
+            "streamscore_events_clamped",
+            "Valid events whose ts was further ahead of their record's timestamp than "
+            "WORKER__MAX_TS_AHEAD_S allows, counted at that bound instead",
+            registry=r,
+        )
         self.old_events = Counter(
             "streamscore_old_events",
             f"Valid events whose own ts was over {LIVE_WINDOW_S:.0f}s old when their outputs "
@@ -327,6 +333,8 @@ class Metrics:
                 self.events.labels(label, "duplicate").inc(n_dup)
             if n_dead:
                 self.events.labels(label, "dead").inc(n_dead)
+        if out.n_clamped:
+            self.clamped_events.inc(out.n_clamped)
         if kafka_ts:
             self.latency.observe_many(now - np.asarray(kafka_ts), "record")
         if out.events:

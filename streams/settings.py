@@ -110,6 +110,14 @@ class WorkerSettings(BaseModel):
     # is handled (their input offsets are committed only once acknowledged); 0 = wait each.
     unacked_batches: int = Field(default=2, ge=0)
     max_payload_bytes: int = Field(default=16_384, ge=256)
+    # Event time (streams/clock.py). An event's ts may be at most this far ahead of its
+    # record's Kafka timestamp (or of the wall clock, whichever is earlier); a later ts is
+    # clamped to that bound (the event still counts, at the time its record was written) or,
+    # with future_ts=dead_letter, sent to the dead-letter topic with the reason.
+    max_ts_ahead_s: float = Field(default=300.0, ge=0)
+    future_ts: Literal["clamp", "dead_letter"] = "clamp"
+    # An input partition with no event for this long no longer holds the worker's time back.
+    idle_partition_s: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     # Publish every click's session intent to TopicSettings.intents (one record per click).

@@ -189,6 +189,30 @@ async def test_replay_changes_nothing(store: FeatureStore, redis_client: redis.R
     assert twice[1].features["clicks_30d"] == 4
 
 
+async def test_a_retry_of_the_same_batch_is_not_a_replay(
+    store: FeatureStore, redis_client: redis.Redis
+) -> None:
+    # The script ran but its reply was lost: the caller retries the batch with its token.
+    c = "cust-retry"
+    events: list[Event] = [click("t1", c, T0), click("t1", c, T0), click("t2", c, T0 + 5)]
+    first = await store.apply(events, batch="batch-7")
+    assert [x.duplicate for x in first] == [False, True, False]
+    keys = CustomerKeys.of(store.redis.key_prefix, c)
+    before = [redis_client.dump(k) for k in (keys.state, keys.seen)]
+
+    retried = await store.apply(events, batch="batch-7")
+    assert [x.duplicate for x in retried] == [False, True, False], "new to the caller, once"
+    assert [redis_client.dump(k) for k in (keys.state, keys.seen)] == before, "not re-applied"
+    assert retried[2].features["clicks_30d"] == first[2].features["clicks_30d"] == 2
+
+    # Anyone else (a replay after a crash, another batch) sees duplicates.
+    assert [x.duplicate for x in await store.apply(events, batch="batch-8")] == [True] * 3
+    assert [x.duplicate for x in await store.apply(events)] == [True] * 3
+    # and a later batch of this customer takes over the token
+    await store.apply([click("t3", c, T0 + 9)], batch="batch-8")
+    assert [x.duplicate for x in await store.apply(events, batch="batch-7")] == [True] * 3
+
+
 async def test_out_of_order_events_land_in_their_own_buckets(store: FeatureStore) -> None:
     c = "cust-late"
     ref = T0 + 600  # minute bucket 10: the 5m window starts at T0 + 360
