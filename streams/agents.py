@@ -667,9 +667,10 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.timer(1.0)
     async def tick() -> None:
         alerts_due = pipeline.tick()
-        outcomes_due = await pipeline.offer_loop.expire(pipeline.clock.now())
+        outcomes_due, windows = await pipeline.offer_loop.expire(pipeline.clock.now())
         if alerts_due or outcomes_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due))
+        await pipeline.offer_loop.forget(windows)
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:

@@ -13,7 +13,8 @@
    opens feedback blocks; conversions become ``OfferOutcome`` records and bandit updates
    right away;
 
-and the 1 s timer calls ``expire(now)`` for the windows that ended by event time.
+and the 1 s timer calls ``expire(now)`` for the windows that ended by event time, publishes
+their outcomes, and then ``forget``s them: a crash in between re-emits them (same ids).
 Counters per offer and per arm (impressions, conversions, rate) feed ``/stats``.
 """
 
@@ -33,7 +34,13 @@ from features.session_log import Retry
 from features.store import FeatureStoreError
 from models.decisioning.arbiter import Choice, Explain, OfferArbiter
 from models.decisioning.contact import NEGATIVE_FEEDBACK
-from models.decisioning.outcomes import ContactState, OpenOffer, OutcomeStore, Resolution
+from models.decisioning.outcomes import (
+    ContactState,
+    DueWindows,
+    OpenOffer,
+    OutcomeStore,
+    Resolution,
+)
 from models.decisioning.policy import ClickContext, OfferPolicy
 from streams.records import Alert, Offer, OfferOutcome
 from streams.settings import Settings
@@ -131,16 +138,25 @@ class OfferLoop:
                 o.offer_id = first.offer_id  # a replay decided differently: keep the first
         return self._resolve(conversions)
 
-    async def expire(self, now: float) -> list[OfferOutcome]:
-        """Non-conversions of the windows that ended by ``now`` (event time)."""
+    async def expire(self, now: float) -> tuple[list[OfferOutcome], DueWindows]:
+        """Non-conversions of the windows that ended by ``now`` (event time), and the windows
+        to ``forget`` once those outcomes are published."""
+        nothing = ([], DueWindows([], []))
         if now <= 0.0 or not self.store.started:
-            return []
+            return nothing
         try:
-            resolutions = await self.store.expire(now)
+            due = await self.store.expire(now)
         except FeatureStoreError as exc:  # the next tick tries again
             logger.warning("offer outcome expiry skipped: %s", exc)
-            return []
-        return self._resolve(resolutions)
+            return nothing
+        return self._resolve(due.resolutions), due
+
+    async def forget(self, due: DueWindows) -> None:
+        """The outcomes of ``due`` are published: take the windows off the due set."""
+        try:
+            await self.store.forget(due)
+        except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
+            logger.warning("published offer outcomes not yet forgotten: %s", exc)
 
     async def suppress(self, changes: Sequence[tuple[str, bool, str]]) -> None:
         await self.store.set_suppressions(changes)
@@ -149,13 +165,14 @@ class OfferLoop:
         out = []
         for r in resolutions:
             o = r.offer
-            self.arbiter.learn(r)
-            self.resolved[o.offer_id] += 1
-            self.arm_resolved[o.arm] += 1
-            if r.converted:
-                self.conversions[o.offer_id] += 1
-                self.arm_conversions[o.arm] += 1
-                self.revenue += r.revenue
+            if not r.again:  # learned and counted once; a repeat is only published again
+                self.arbiter.learn(r)
+                self.resolved[o.offer_id] += 1
+                self.arm_resolved[o.arm] += 1
+                if r.converted:
+                    self.conversions[o.offer_id] += 1
+                    self.arm_conversions[o.arm] += 1
+                    self.revenue += r.revenue
             out.append(
                 OfferOutcome(
                     offer_event_id=o.offer_event_id,

@@ -44,7 +44,7 @@ from features.keys import customer_key
 from features.session_log import Retry
 from features.store import FeatureStoreError
 
-__all__ = ["ContactState", "OpenOffer", "OutcomeStore", "Resolution"]
+__all__ = ["ContactState", "DueWindows", "OpenOffer", "OutcomeStore", "Resolution"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ local ARGV = cjson.decode(ARGV[1])  -- one JSON array of strings (features.batch
 -- ARGV: ttl_ms, keep_s, n_open, {oid, record, offer_id, ts, trigger} x n_open,
 --       n_purchases, {order_id, ts, n_lines, {category, amount} x n_lines} x n_purchases,
 --       n_negative, {until} x n_negative
--- Returns {existing: {oid, stored record}..., conversions: {oid, record, order, revenue, ts}...}
--- Purchases are kept as p:<order> = {t, a = {category: amount}, x = attributed 0/1}, so a
--- purchase that arrives before its offer (another topic) still converts it when it opens.
+-- Returns {existing: {oid, stored record}...,
+--          conversions: {oid, record, order, revenue, ts, again}...}
+-- Purchases are kept as p:<order> = {t, a = {category: amount}, x = attributed 0/1, o = the
+-- offer it converted}, so a purchase that arrives before its offer (another topic) still
+-- converts it when it opens. A replayed offer or purchase whose conversion was recorded before
+-- gets that conversion back with again = 1 (re-emitted, same content; not learned again).
 local out, con = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
@@ -86,15 +89,31 @@ local function revenue(r, p)
   end
   return hit, rev
 end
-local function convert(oid, order, p, rev)
-  redis.call('HSET', out, 's:' .. oid, 1)
-  p.x = 1
-  redis.call('HSET', out, 'p:' .. order, cjson.encode(p))
+local reported = {}
+local function report(oid, order, p, rev, again)
+  if reported[oid] then return end
+  reported[oid] = true
   conversions[#conversions+1] = oid
   conversions[#conversions+1] = redis.call('HGET', out, oid)
   conversions[#conversions+1] = order
   conversions[#conversions+1] = string.format('%.17g', rev)
   conversions[#conversions+1] = string.format('%.17g', p.t)
+  conversions[#conversions+1] = again
+end
+local function convert(oid, order, p, rev)
+  redis.call('HSET', out, 's:' .. oid, 1)
+  p.x = 1
+  p.o = oid
+  redis.call('HSET', out, 'p:' .. order, cjson.encode(p))
+  report(oid, order, p, rev, '0')
+end
+-- the conversion recorded before for this replayed offer or order, re-emitted as it was
+local function again(oid, order, p)
+  local raw = redis.call('HGET', out, oid)
+  if raw then
+    local _, rev = revenue(cjson.decode(raw), p)
+    report(oid, order, p, rev, '1')
+  end
 end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
@@ -104,6 +123,12 @@ for _ = 1, n do
   if redis.call('HSETNX', out, oid, rec) == 0 then
     existing[#existing+1] = oid
     existing[#existing+1] = redis.call('HGET', out, oid)
+    if redis.call('HGET', out, 's:' .. oid) == '1' then
+      load()
+      for order, p in pairs(orders) do
+        if p.o == oid then again(oid, order, p) end
+      end
+    end
   else
     local last = redis.call('HGET', con, 'o:' .. offer)
     if (not last) or tonumber(string.match(last, '^[^|]+')) <= ts then
@@ -148,6 +173,8 @@ for _ = 1, n do
       end
     end
     if best then convert(best, order, p, best_rev) end
+  elseif orders[order].x == 1 and orders[order].o then
+    again(orders[order].o, order, orders[order])
   end
 end
 n = tonumber(ARGV[i]); i = i + 1
@@ -173,17 +200,27 @@ return {existing, conversions}
 """
 
 _EXPIRE: Final = r"""
--- KEYS: outcomes hash. ARGV: now, oid... Returns {oid, record}... of windows closed now.
+-- KEYS: outcomes hash. ARGV: now, oid... Returns {oid, record, again}... of the windows closed
+-- as not converted: now (again = 0), or before but not yet forgotten from the due set because
+-- their publication was not confirmed (again = 1: re-emitted, not learned again).
 local now = tonumber(ARGV[1])
 local closed = {}
 for j = 2, #ARGV do
   local oid = ARGV[j]
   local rec = redis.call('HGET', KEYS[1], oid)
-  if rec and redis.call('HEXISTS', KEYS[1], 's:' .. oid) == 0 then
-    if cjson.decode(rec).d <= now then
+  if rec then
+    local s = redis.call('HGET', KEYS[1], 's:' .. oid)
+    local again = nil
+    if not s and cjson.decode(rec).d <= now then
       redis.call('HSET', KEYS[1], 's:' .. oid, 2)
+      again = '0'
+    elseif s == '2' then
+      again = '1'
+    end
+    if again then
       closed[#closed+1] = oid
       closed[#closed+1] = rec
+      closed[#closed+1] = again
     end
   end
 end
@@ -259,6 +296,18 @@ class Resolution:
     ts: float
     order_id: str | None = None
     revenue: float = 0.0
+    # Recorded before and reported again (a replay, or a publication not confirmed): publish
+    # it again, same content, but learn and count it once only.
+    again: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DueWindows:
+    """What ``OutcomeStore.expire`` closed, and the due-set members to ``forget`` once the
+    resolutions are published (until then a crash leaves them due, and they come again)."""
+
+    resolutions: list[Resolution]
+    members: list[bytes]
 
 
 class OutcomeStore:
@@ -377,7 +426,7 @@ class OutcomeStore:
             for j in range(0, len(ex), 2):
                 oid = ex[j].decode()
                 existing[oid] = OpenOffer.from_json(oid, cid, ex[j + 1])
-            for j in range(0, len(conv), 5):
+            for j in range(0, len(conv), 6):
                 oid = conv[j].decode()
                 conversions.append(
                     Resolution(
@@ -386,12 +435,19 @@ class OutcomeStore:
                         ts=float(conv[j + 4]),
                         order_id=conv[j + 2].decode(),
                         revenue=round(float(conv[j + 3]), 2),
+                        again=conv[j + 5] == b"1",
                     )
                 )
         return existing, conversions
 
-    async def expire(self, now: float, limit: int = 1_000) -> list[Resolution]:
-        """Close the windows whose deadline is at or before ``now`` (event time)."""
+    async def expire(self, now: float, limit: int = 1_000) -> DueWindows:
+        """Close the windows whose deadline is at or before ``now`` (event time).
+
+        Closing marks the window in its customer's hash; the member stays in the due set
+        until ``forget``, which the caller runs once the resolutions are published. Windows
+        closed before but never forgotten come back with ``again=True``; windows that
+        converted meanwhile are just forgotten.
+        """
         client = self._require()
 
         async def due() -> list[bytes]:
@@ -399,7 +455,7 @@ class OutcomeStore:
 
         members = await self._call(due)
         if not members:
-            return []
+            return DueWindows([], [])
         by_cid: dict[str, list[str]] = {}
         for m in members:
             cid, oid = orjson.loads(m)
@@ -410,16 +466,27 @@ class OutcomeStore:
             pipe = self._pipe()
             for cid in cids:
                 pipe.evalsha(self._shas["expire"], 1, self._keys(cid)[0], now, *by_cid[cid])
-            pipe.zrem(self._due_key, *members)
             return await pipe.execute()
 
         replies = await self._call(op)
         out: list[Resolution] = []
-        for cid, closed in zip(cids, replies[: len(cids)], strict=True):
-            for j in range(0, len(closed), 2):
+        for cid, closed in zip(cids, replies, strict=True):
+            for j in range(0, len(closed), 3):
                 offer = OpenOffer.from_json(closed[j].decode(), cid, closed[j + 1])
-                out.append(Resolution(offer=offer, converted=False, ts=offer.deadline))
-        return out
+                again = closed[j + 2] == b"1"
+                out.append(Resolution(offer=offer, converted=False, ts=offer.deadline, again=again))
+        return DueWindows(out, list(members))
+
+    async def forget(self, due: DueWindows) -> None:
+        """Take published windows off the due set (one round trip)."""
+        if not due.members:
+            return
+        client = self._require()
+
+        async def op() -> int:
+            return await client.zrem(self._due_key, *due.members)
+
+        await self._call(op)
 
     async def set_suppressions(self, changes: Sequence[tuple[str, bool, str]]) -> None:
         """Apply opt-outs ``(customer_id, suppressed, reason)`` in order, one round trip."""

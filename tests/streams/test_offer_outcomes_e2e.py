@@ -117,6 +117,27 @@ def test_offer_converts_or_expires_within_its_attribution_window(
 
 
 @pytest.mark.timeout(90)
+def test_a_replayed_conversion_is_published_again_and_learned_once(
+    worker_factory: Any, tmp_path: Path
+) -> None:
+    w = worker_factory(**_env(tmp_path, STREAMSCORE_DECISION__ATTRIBUTION_WINDOW_MINUTES="60"))
+    w.wait_ready()
+    env = w.env
+    bought = purchase("b2", "c1", T0 + 60, 50.0, "sports")
+    _send(env, [click("b1", "c1", T0, "view", "sports", 50.0), bought])
+    first = _read(env, "STREAMSCORE_TOPICS__OFFER_OUTCOMES", lambda v: len(v) >= 1)
+    assert [(o["converted"], o["order_id"]) for o in first] == [(True, "o-b2")]
+    _send(env, [bought])  # the purchase again: a replay, as after a crash before the commit
+    w.wait_processed(3)
+    both = _read(env, "STREAMSCORE_TOPICS__OFFER_OUTCOMES", lambda v: len(v) >= 2)
+    assert both == [first[0], first[0]], "re-emitted with the same id and content"
+    stats = w.stats() or {}
+    assert stats["duplicates"] == 1, stats
+    assert stats["bandit_learned"] == 1, "the reward is learned once"
+    assert stats["offer_outcomes"]["sports-10"]["conversions"] == 1, stats
+
+
+@pytest.mark.timeout(90)
 def test_contact_policy_offer_cap_negative_feedback_and_suppression(
     worker_factory: Any, tmp_path: Path
 ) -> None:

@@ -43,14 +43,24 @@ async def test_conversion_last_touch_and_expiry(outcomes: OutcomeStore) -> None:
     _, conv = await outcomes.record([], [buy("o2", "c2", T0 + 30, "books", 5.0)])
     assert conv == [], "a purchase outside the targets does not convert"
     _, again = await outcomes.record([], [buy("o1", "c1", T0 + 30, "sports", 5.0)])
-    assert again == [], "a replayed order changes nothing"
-    assert await outcomes.expire(T0 + 119) == []
-    closed = await outcomes.expire(T0 + 500)
-    assert sorted((r.offer.offer_event_id, r.converted, r.ts) for r in closed) == [
-        ("a", False, T0 + 120),
-        ("c", False, T0 + 120),
+    assert [(r.offer.offer_event_id, r.order_id, r.revenue, r.ts, r.again) for r in again] == [
+        ("b", "o1", 10.0, T0 + 30, True)
+    ], "a replayed order gets its conversion back, marked as a repeat"
+    assert (await outcomes.expire(T0 + 119)).resolutions == []
+    due = await outcomes.expire(T0 + 500)
+    closed = due.resolutions
+    assert sorted((r.offer.offer_event_id, r.converted, r.ts, r.again) for r in closed) == [
+        ("a", False, T0 + 120, False),
+        ("c", False, T0 + 120, False),
     ]
-    assert await outcomes.expire(T0 + 900) == []
+    # not forgotten (the outcomes were never published): they come again, as repeats
+    again_due = await outcomes.expire(T0 + 600)
+    assert sorted((r.offer.offer_event_id, r.again) for r in again_due.resolutions) == [
+        ("a", True),
+        ("c", True),
+    ]
+    await outcomes.forget(again_due)
+    assert (await outcomes.expire(T0 + 900)).resolutions == []
 
 
 async def test_purchase_read_before_its_offer_still_converts(outcomes: OutcomeStore) -> None:
@@ -60,7 +70,10 @@ async def test_purchase_read_before_its_offer_still_converts(outcomes: OutcomeSt
     assert [(r.offer.offer_event_id, r.converted, r.order_id) for r in conv] == [("a", True, "o1")]
     replay = offer("a", "c1", T0)
     existing, conv = await outcomes.record([replay], [])
-    assert list(existing) == ["a"] and conv == []
+    assert list(existing) == ["a"]
+    assert [(r.offer.offer_event_id, r.order_id, r.again) for r in conv] == [("a", "o1", True)]
+    _, both = await outcomes.record([replay], [buy("o1", "c1", T0 + 30, "sports", 5.0)])
+    assert [(r.offer.offer_event_id, r.again) for r in both] == [("a", True)], "reported once"
 
 
 async def test_contact_state_and_suppressions(outcomes: OutcomeStore) -> None:
