@@ -11,9 +11,10 @@ One agent reads the three input topics in batches (``stream.take_events``). For 
 3. step the session-intent LSTM for the new clicks (``models.intent``);
 4. per event, score with the online models (propensity, segment), raise alerts, and let the
    arbiter choose an offer under the customer's contact state (``OfferLoop.choose``);
-5. claim the per-customer contact slot of each offer in Redis (the frequency cap);
-6. two overlapped round trips: learn co-occurrence and recommend items on the offers, and
-   open the offers' outcome windows with the arbiter's choices (``OfferLoop.finish``);
+5. two overlapped round trips: claim the per-customer contact slot of each offer in Redis
+   (the frequency cap), and learn co-occurrence and recommend items on the offers;
+6. open the published offers' outcome windows with the arbiter's choices and the items
+   (``OfferLoop.finish``; a replayed offer gets back what was published the first time);
 7. publish offers, alerts, outcomes and dead letters.
 
 A batch's input offsets are released for commit only once the broker has acknowledged all of
@@ -250,26 +251,29 @@ class Pipeline:
         out.stages = watch.laps
         if not d.valid:
             return out
-        if progress.offers is None:
-            progress.offers = await self._claim(d.candidates, out.duplicates)
-            watch.lap("redis")
-        out.offers = progress.offers
 
-        # independent round trips, overlapped: co-occurrence learning and recommendations on
-        # the offers, and the offers' outcome windows; each done once per batch
+        # independent round trips, overlapped, each done once per batch: the contact claims,
+        # and co-occurrence learning with the recommended items of the decided offers
+        async def claim() -> None:
+            if progress.offers is None:
+                progress.offers = await self._claim(d.candidates, out.duplicates)
+
         async def recommend() -> None:
             if not progress.recommended:
-                await self.recommendations.finish(d.valid, d.results, out.offers, d.recent)
+                decided = [offer for offer, _ in d.candidates]
+                await self.recommendations.finish(d.valid, d.results, decided, d.recent)
                 progress.recommended = True
 
-        async def open_windows() -> list[OfferOutcome]:
-            if progress.outcomes is None:
-                progress.outcomes = await self.offer_loop.finish(
-                    out.offers, d.choices, out.alerts, d.valid
-                )
-            return progress.outcomes
-
-        _, out.outcomes = await _together(recommend(), open_windows())
+        await _together(claim(), recommend())
+        out.offers = progress.offers or []
+        watch.lap("redis")
+        # the published offers' outcome windows; their records keep the recommended items, so
+        # a replayed offer is published again exactly as the first time
+        if progress.outcomes is None:
+            progress.outcomes = await self.offer_loop.finish(
+                out.offers, d.choices, out.alerts, d.valid
+            )
+        out.outcomes = progress.outcomes
         watch.lap("learn")
         return out
 

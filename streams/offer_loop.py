@@ -98,8 +98,9 @@ class OfferLoop:
         alerts: Sequence[Alert],
         events: Sequence[Event],
     ) -> list[OfferOutcome]:
-        """Open windows for ``offers`` (replays keep their first offer id), attribute the
-        batch's purchases, block on negative feedback; returns the conversions.
+        """Open windows for ``offers`` (a replay keeps its first offer id and recommended
+        items), attribute the batch's purchases, block on negative feedback; returns the
+        conversions.
 
         ``choices`` holds this batch's ``choose`` results by ``offer_event_id``. An offer
         recalled for a replayed trigger has none: its window normally exists already, and
@@ -118,6 +119,7 @@ class OfferLoop:
                     deadline=o.event_ts + self._window_s,
                     context=choice.context if choice else (),
                     trigger_event_id=o.trigger_event_id,
+                    recommended_items=tuple(o.recommended_items or ()),
                 )
             )
         purchases = [e for e in events if isinstance(e, Purchase)]
@@ -134,8 +136,10 @@ class OfferLoop:
             if first is None:
                 self.impressions[o.offer_id] += 1
                 self.arm_impressions[opened[k].arm] += 1
-            elif first.offer_id != o.offer_id:
-                o.offer_id = first.offer_id  # a replay decided differently: keep the first
+            else:  # a replay: publish the offer as it was published the first time
+                o.offer_id = first.offer_id
+                if first.recommended_items is not None:
+                    o.recommended_items = list(first.recommended_items) or None
         return self._resolve(conversions)
 
     async def expire(self, now: float) -> tuple[list[OfferOutcome], DueWindows]:

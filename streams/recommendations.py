@@ -2,9 +2,10 @@
 
 Per batch, ``Pipeline.handle`` calls ``prepare(events)`` beside the feature store (the
 batch's customers' recent and bought items, one round trip) and hands what it returns to
-``finish`` after the contact claims: learn co-occurrence from the batch's new clicks and
-purchases and put ``recommended_items`` on the published offers (one round trip). The store
-and its keys are ``features.cooccurrence``.
+``finish`` beside the contact claims: learn co-occurrence from the batch's new clicks and
+purchases and put ``recommended_items`` on the decided offers (one round trip). The offer
+outcome windows keep the items, so a replayed offer is published with the same ones. The
+store and its keys are ``features.cooccurrence``.
 """
 
 from __future__ import annotations

@@ -256,24 +256,28 @@ class OpenOffer:
     deadline: float
     context: tuple[float, ...] = ()
     trigger_event_id: str = ""
+    # the offer's recommended items as published; None in records written before they were kept
+    recommended_items: tuple[str, ...] | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "o": self.offer_id,
-                "c": list(self.target_categories),
-                "a": self.arm,
-                "t": self.ts,
-                "d": self.deadline,
-                "x": list(self.context),
-                "g": self.trigger_event_id,
-            }
-        )
+        doc: dict[str, Any] = {
+            "o": self.offer_id,
+            "c": list(self.target_categories),
+            "a": self.arm,
+            "t": self.ts,
+            "d": self.deadline,
+            "x": list(self.context),
+            "g": self.trigger_event_id,
+        }
+        if self.recommended_items is not None:
+            doc["r"] = list(self.recommended_items)
+        return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, offer_event_id: str, customer_id: str, raw: bytes | str) -> OpenOffer:
         doc = orjson.loads(raw)
         targets = doc.get("c")
+        items = doc.get("r")
         return cls(
             offer_event_id=offer_event_id,
             customer_id=customer_id,
@@ -284,6 +288,7 @@ class OpenOffer:
             deadline=float(doc["d"]),
             context=tuple(doc.get("x") or ()),
             trigger_event_id=doc.get("g", ""),
+            recommended_items=tuple(items) if isinstance(items, list) else None,
         )
 
 

@@ -206,6 +206,17 @@ class Outputs:
         a = Counter(x["alert_id"] for x in self.alerts)
         return sum(n - 1 for n in o.values()), sum(n - 1 for n in a.values())
 
+    def differing_copies(self) -> list[str]:
+        """Offer ids published more than once with different content (recommended items
+        included): a replay must publish exactly what was published the first time."""
+        first: dict[str, dict[str, Any]] = {}
+        differ = []
+        for x in self.offers:
+            seen = first.setdefault(x["offer_event_id"], x)
+            if seen != x:
+                differ.append(x["offer_event_id"])
+        return differ
+
     def id_errors(self, truth: Truth) -> list[str]:
         """Outputs whose id is not the one derived from their trigger, or whose trigger is
         not an input event (alerts raised by the timer for cart abandonment included)."""

@@ -40,11 +40,13 @@ def _check_outputs(env: dict[str, str], truth: Any, numbers: dict[str, Any]) -> 
         duplicate_offers=dup_offers,
         duplicate_alerts=dup_alerts,
         claimed_not_published=len(claims - published),
+        duplicates_with_other_content=len(out.differing_copies()),
         dead_letters=len(out.dead),
     )
     errors = out.id_errors(truth)
     assert not errors, f"{len(errors)} outputs with a wrong id: {errors[:5]}; {numbers}"
     assert not out.dead, f"valid input produced dead letters: {out.dead[:3]}; {numbers}"
+    assert not out.differing_copies(), f"a replayed offer differs from the original; {numbers}"
     assert claims <= published, (
         f"{len(claims - published)} offers claimed in Redis were never published "
         f"(lost outputs); {numbers}"

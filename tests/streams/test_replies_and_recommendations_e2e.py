@@ -64,3 +64,41 @@ def test_unrated_negative_feedback_alert_has_topic_and_reply_and_offers_recommen
         recs = offer["recommended_items"]
         assert recs[:2] == ["i-b", "i-c"] and "i-a" not in recs, offer
         assert "i-pop" in recs, "category popularity fills the list"
+
+
+@pytest.mark.timeout(120)
+def test_a_replayed_offer_keeps_the_items_it_was_published_with(worker_factory: Any) -> None:
+    w = worker_factory()
+    w.wait_ready()
+    env = w.env
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+
+    def session(cid: str, ts: float, items: tuple[str, ...]) -> list[tuple[str, bytes, bytes]]:
+        return [
+            click(f"{cid}-{k}", cid, ts + k, "view", "toys", 20.0, session=cid, item=item)
+            for k, item in enumerate(items)
+        ]
+
+    sent = 0
+
+    def send(records: list[tuple[str, bytes, bytes]]) -> None:
+        nonlocal sent
+        asyncio.run(produce(bootstrap, _routed(env, records)))
+        sent += len(records)
+        w.wait_processed(sent)
+
+    send([r for n in range(4) for r in session(f"a{n}", T0 + n * 60, ("i-a", "i-b"))])
+    shopper = click("shop-1", "shopper", T0 + 900, "add_to_cart", "toys", 20.0, item="i-a")
+    send([shopper])
+    # co-occurrence moves on: i-a now goes with i-z far more often than with i-b
+    send([r for n in range(12) for r in session(f"z{n}", T0 + 1000 + n, ("i-a", "i-z"))])
+    send([shopper])  # the same click again: a replay, as after a crash before the commit
+
+    def two_copies(got: dict[str, list[dict]]) -> bool:
+        offers = [o for t, v in got.items() if "offers" in t for o in v]
+        return sum(o["trigger_event_id"] == "shop-1" for o in offers) >= 2
+
+    out = _outputs(env, two_copies)
+    first, again = [o for o in out["offers"] if o["trigger_event_id"] == "shop-1"]
+    assert first["recommended_items"][:1] == ["i-b"], first
+    assert again == first, "the replay publishes the offer exactly as the first time"
