@@ -269,9 +269,9 @@ class Pipeline:
         # A claim that comes back as stored (a replay, or our own retry after a lost reply)
         # is a new object without this run's items; its window, if the offer was published
         # before, gives back the first ones (OfferLoop.finish), else this run's are the first.
-        decided = {offer.offer_event_id: offer for offer, _ in d.candidates}
+        by_id = {offer.offer_event_id: offer for offer, _ in d.candidates}
         for offer in out.offers:
-            twin = decided.get(offer.offer_event_id)
+            twin = by_id.get(offer.offer_event_id)
             if twin is not None and twin is not offer and offer.recommended_items is None:
                 offer.recommended_items = twin.recommended_items
         watch.lap("redis")
