@@ -54,7 +54,8 @@ def record(
 async def tick(pipeline: Pipeline) -> BatchOutputs:
     """The work of streamscore's 1 s timer: due alerts and expired offer outcomes."""
     alerts = pipeline.tick()
-    outcomes, windows = await pipeline.offer_loop.expire(pipeline.clock.now())
+    clock = pipeline.clock
+    outcomes, windows = await pipeline.offer_loop.expire(clock.partition_times(), clock.now())
     # streamscore forgets the windows once their outcomes are acknowledged; the peers publish
     # after this returns and do not report acks back, so they forget at once (the same Redis
     # work per tick, at-most-once for a crash in between).

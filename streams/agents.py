@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from faust.types import TP, EventT, StreamT
@@ -93,6 +93,16 @@ class _Decided:
     recent: dict[str, CustomerItems] = field(default_factory=dict)
     candidates: list[tuple[Offer, FeatureResult]] = field(default_factory=list)
     choices: dict[str, Choice] = field(default_factory=dict)  # by offer_event_id
+    partitions: dict[str, int] = field(default_factory=dict)  # customer id -> input partition
+
+
+class Validated(NamedTuple):
+    """``Pipeline.validate``'s answer for a batch of records."""
+
+    events: list[Event]
+    dead_letters: list[DeadLetter]
+    clamped: int  # events whose ts was clamped to their record's time bound
+    partitions: dict[str, int]  # customer id -> the input partition its events came from
 
 
 @dataclass(slots=True)
@@ -195,8 +205,9 @@ class Pipeline:
 
     def validate(
         self, records: Sequence[tuple[str, int, int, bytes | None, bytes | None, float | None]]
-    ) -> tuple[list[Event], list[DeadLetter], int]:
-        """The valid events, the dead letters, and how many events had their ts clamped.
+    ) -> Validated:
+        """The valid events, the dead letters, how many events had their ts clamped, and
+        each customer's input partition.
 
         Records are (topic, partition, offset, key, value, kafka timestamp in seconds). Each
         valid event's ts is bounded by its record's timestamp (``EventTime.bound``) and then
@@ -206,6 +217,7 @@ class Pipeline:
         valid: list[Event] = []
         dead: list[DeadLetter] = []
         clamped = 0
+        partitions: dict[str, int] = {}
         clamp = self.settings.worker.future_ts == "clamp"
         for topic, partition, offset, key, value, kafka_ts in records:
             try:
@@ -231,8 +243,9 @@ class Pipeline:
                 )
                 continue
             self.clock.observe((topic, partition), event.ts)
+            partitions[event.customer_id] = partition
             valid.append(event)
-        return valid, dead, clamped
+        return Validated(valid, dead, clamped, partitions)
 
     async def handle(
         self,
@@ -279,7 +292,7 @@ class Pipeline:
         # a replayed offer is published again exactly as the first time
         if progress.outcomes is None:
             progress.outcomes = await self.offer_loop.finish(
-                out.offers, d.choices, out.alerts, d.valid
+                out.offers, d.choices, out.alerts, d.valid, d.partitions
             )
         out.outcomes = progress.outcomes
         watch.lap("learn")
@@ -296,7 +309,7 @@ class Pipeline:
         The in-memory learning happens here, after the last round trip that can fail, so a
         failed attempt has learned nothing and its retry (same ``token``) learns once.
         """
-        valid, dead, clamped = self.validate(records)
+        valid, dead, clamped, partitions = self.validate(records)
         watch.lap("validate")
         out = BatchOutputs(dead_letters=dead, n_valid=len(valid), n_clamped=clamped, events=valid)
         if not valid:
@@ -348,7 +361,7 @@ class Pipeline:
         out.alerts = self.alerting.admit(out.alerts)
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
-        return _Decided(out, valid, results, recent, candidates, choices)
+        return _Decided(out, valid, results, recent, candidates, choices, partitions)
 
     async def _claim(
         self, candidates: Sequence[tuple[Offer, FeatureResult]], duplicates: Sequence[Event]
@@ -665,10 +678,21 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
                     logger.warning("suppressions not stored yet, retrying: %s", exc)
                     await asyncio.sleep(0.5)
 
+    input_topics = set(topics.inputs)
+
+    def input_partitions(tps: set[TP]) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in tps if tp.topic in input_topics]
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        # This worker now expires these partitions' offer windows, on their event time.
+        pipeline.clock.assign(input_partitions(assigned))
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        # A partition that moved away no longer holds this worker's event time back.
-        pipeline.clock.revoke((tp.topic, tp.partition) for tp in revoked)
+        # A partition that moved away no longer holds this worker's event time back, and its
+        # windows are the new owner's to expire.
+        pipeline.clock.revoke(input_partitions(revoked))
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
@@ -679,7 +703,10 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.timer(1.0)
     async def tick() -> None:
         alerts_due = pipeline.tick()
-        outcomes_due, windows = await pipeline.offer_loop.expire(pipeline.clock.now())
+        clock = pipeline.clock
+        outcomes_due, windows = await pipeline.offer_loop.expire(
+            clock.partition_times(), clock.now()
+        )
         if alerts_due or outcomes_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due))
         await pipeline.offer_loop.forget(windows)

@@ -19,6 +19,10 @@ windows) runs off ``EventTime.now()``. Flink's rule, applied to Kafka input part
 - **Never backwards**, as Flink's watermarks: a partition that wakes up behind the worker's
   time does not pull it back; its events are late, and expiries already done stay done.
 - A revoked partition is forgotten (``revoke``): it no longer holds this worker's time.
+- **Per partition number** (``partition_times``): the same rule over the input topics'
+  partitions of one number (a customer's clicks, purchases and feedback share it: the record
+  key is the customer id), for state kept per partition, such as offer windows. An assigned
+  partition that has had no event yet follows the worker's time.
 
 >>> t = EventTime(max_ahead_s=300.0, idle_after_s=5.0, clock=lambda: 100.0)
 >>> t.now()
@@ -40,10 +44,13 @@ windows) runs off ``EventTime.now()``. Flink's rule, applied to Kafka input part
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
-__all__ = ["EventTime"]
+__all__ = ["EventTime", "Partition"]
+
+Partition: TypeAlias = tuple[str, int]  # (input topic, partition)
 
 
 @dataclass(slots=True)
@@ -75,15 +82,17 @@ class EventTime:
         self.max_ahead_s = max_ahead_s
         self.idle_after_s = idle_after_s
         self._clock = time.monotonic if clock is None else clock
-        self._marks: dict[Hashable, _Watermark] = {}
+        self._marks: dict[Partition, _Watermark] = {}
         self._last = 0.0
+        self._assigned: set[int] = set()  # input partition numbers this worker owns
+        self._last_by: dict[int, float] = {}
 
     def bound(self, kafka_ts: float | None, wall: float) -> float:
         """The latest ``ts`` an event in a record stamped ``kafka_ts`` may carry, at ``wall``."""
         base = wall if kafka_ts is None else min(kafka_ts, wall)
         return base + self.max_ahead_s
 
-    def observe(self, partition: Hashable, ts: float) -> None:
+    def observe(self, partition: Partition, ts: float) -> None:
         """An event of ``partition`` at event time ``ts`` (already within ``bound``)."""
         now = self._clock()
         mark = self._marks.get(partition)
@@ -94,15 +103,41 @@ class EventTime:
         if ts > mark.ts + (now - mark.moved_at):
             mark.ts, mark.moved_at = ts, now
 
-    def revoke(self, partitions: Iterable[Hashable]) -> None:
+    def assign(self, partitions: Iterable[Partition]) -> None:
+        """Input partitions this worker now owns (their numbers get a time even before any
+        event arrives)."""
+        self._assigned.update(n for _, n in partitions)
+
+    def revoke(self, partitions: Iterable[Partition]) -> None:
         """Forget partitions this worker no longer owns."""
+        partitions = list(partitions)
         for partition in partitions:
             self._marks.pop(partition, None)
+        owned = {n for _, n in self._marks}
+        for _, n in partitions:
+            if n not in owned:
+                self._assigned.discard(n)
+                self._last_by.pop(n, None)
 
-    def partition_times(self) -> dict[Hashable, float]:
-        """Each known partition's watermark, advanced with the wall clock."""
+    def partition_times(self) -> dict[int, float]:
+        """The time of each owned partition number: the rule of ``now`` over its topics'
+        partitions, the worker's time for one without events yet; never backwards."""
         now = self._clock()
-        return {p: m.ts + (now - m.moved_at) for p, m in self._marks.items()}
+        groups: dict[int, list[tuple[float, bool]]] = {}
+        for (_, n), m in self._marks.items():
+            t = m.ts + (now - m.moved_at)
+            groups.setdefault(n, []).append((t, now - m.seen_at <= self.idle_after_s))
+        worker = self.now()
+        times: dict[int, float] = {}
+        for n in self._assigned | set(groups):
+            marks = groups.get(n)
+            if marks is None:
+                t = worker
+            else:
+                active = [t for t, is_active in marks if is_active]
+                t = min(active) if active else max(t for t, _ in marks)
+            times[n] = self._last_by[n] = max(self._last_by.get(n, 0.0), t)
+        return times
 
     def now(self) -> float:
         """The minimum over active partitions, or the maximum when all are idle (0 if none);

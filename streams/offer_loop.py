@@ -97,6 +97,7 @@ class OfferLoop:
         choices: Mapping[str, Choice],
         alerts: Sequence[Alert],
         events: Sequence[Event],
+        partitions: Mapping[str, int] | None = None,
     ) -> list[OfferOutcome]:
         """Open windows for ``offers`` (a replay keeps its first offer id and recommended
         items), attribute the batch's purchases, block on negative feedback; returns the
@@ -104,7 +105,8 @@ class OfferLoop:
 
         ``choices`` holds this batch's ``choose`` results by ``offer_event_id``. An offer
         recalled for a replayed trigger has none: its window normally exists already, and
-        the first record of a window is the one kept."""
+        the first record of a window is the one kept. ``partitions`` (customer id -> input
+        partition) puts each window in its partition's due set."""
         opened: list[OpenOffer] = []
         for o in offers:
             choice = choices.get(o.offer_event_id)
@@ -130,7 +132,7 @@ class OfferLoop:
         ]
         if not (opened or purchases or negative):
             return []
-        existing, conversions = await self.store.record(opened, purchases, negative)
+        existing, conversions = await self.store.record(opened, purchases, negative, partitions)
         for k, o in enumerate(offers):
             first = existing.get(o.offer_event_id)
             if first is None:
@@ -142,23 +144,30 @@ class OfferLoop:
                     o.recommended_items = list(first.recommended_items) or None
         return self._resolve(conversions)
 
-    async def expire(self, now: float) -> tuple[list[OfferOutcome], DueWindows]:
-        """Non-conversions of the windows that ended by ``now`` (event time), and the windows
-        to ``forget`` once those outcomes are published."""
-        nothing = ([], DueWindows([], []))
-        if now <= 0.0 or not self.store.started:
-            return nothing
+    async def expire(
+        self, times: Mapping[int, float], now: float
+    ) -> tuple[list[OfferOutcome], list[DueWindows]]:
+        """Non-conversions of the windows that ended: those of each owned input partition by
+        its event time (``times``), those opened before windows had a partition by the
+        worker's (``now``); and the windows to ``forget`` once those outcomes are published."""
+        if not self.store.started:
+            return [], []
+        due: list[DueWindows] = []
         try:
-            due = await self.store.expire(now)
+            for partition, t in sorted(times.items()):
+                if t > 0.0:
+                    due.append(await self.store.expire(t, partition))
+            if now > 0.0:
+                due.append(await self.store.expire(now, None))
         except FeatureStoreError as exc:  # the next tick tries again
             logger.warning("offer outcome expiry skipped: %s", exc)
-            return nothing
-        return self._resolve(due.resolutions), due
+        return self._resolve([r for d in due for r in d.resolutions]), due
 
-    async def forget(self, due: DueWindows) -> None:
-        """The outcomes of ``due`` are published: take the windows off the due set."""
+    async def forget(self, due: Sequence[DueWindows]) -> None:
+        """The outcomes of ``due`` are published: take the windows off their due sets."""
         try:
-            await self.store.forget(due)
+            for windows in due:
+                await self.store.forget(windows)
         except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
             logger.warning("published offer outcomes not yet forgotten: %s", exc)
 

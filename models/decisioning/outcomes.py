@@ -11,8 +11,10 @@ Keys (all built by ``features.keys.customer_key``, so one customer's keys share 
   of that offer (the per-offer cap) and ``neg`` -> event time until which a negative-feedback
   alert blocks offers. Same TTL rule.
 * ``{p}:{cid}:optout``: string, the opt-out reason; no TTL (an opt-out never lapses).
-* ``{p}:outcomes:due``: zset of ``[customer_id, offer_event_id]`` by deadline, the one
-  cross-customer key: expiries are found there, then closed per customer.
+* ``{p}:{due-<n>}:outcomes``: zset of ``[customer_id, offer_event_id]`` by deadline, one per
+  input partition ``n`` (the customer's), so the windows of a partition are expired by the
+  worker that owns it, on that partition's event time, and no one key is hot for the whole
+  deployment. ``{p}:outcomes:due`` is the single set of earlier versions: still drained.
 
 ``record`` is one pipeline per batch (one script call per customer plus the deadline
 ZADDs): it opens the batch's offers, attributes the batch's purchases to the latest open
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -313,6 +315,7 @@ class DueWindows:
 
     resolutions: list[Resolution]
     members: list[bytes]
+    key: str = ""  # the due set they are in
 
 
 class OutcomeStore:
@@ -329,7 +332,7 @@ class OutcomeStore:
         self.window_s = window_s
         self.keep_s = keep_s
         self._ttl_ms = int((2 * window_s + keep_s) * 1000)
-        self._due_key = f"{key_prefix}:outcomes:due"
+        self._legacy_due_key = f"{key_prefix}:outcomes:due"
         self._client: Redis | RedisCluster | None = None
         self._retry: Retry | None = None
         self._shas = {
@@ -347,6 +350,13 @@ class OutcomeStore:
     @property
     def started(self) -> bool:
         return self._client is not None
+
+    def due_key(self, partition: int | None) -> str:
+        """The due set of one input partition's windows; ``None``: the single set of earlier
+        versions (windows opened before the upgrade, or without a known partition)."""
+        if partition is None:
+            return self._legacy_due_key
+        return f"{self.key_prefix}:{{due-{partition}}}:outcomes"
 
     def _keys(self, customer_id: str) -> tuple[str, str]:
         p = self.key_prefix
@@ -388,11 +398,14 @@ class OutcomeStore:
         offers: Sequence[OpenOffer],
         purchases: Sequence[Purchase],
         negative: Sequence[tuple[str, float]] = (),
+        partitions: Mapping[str, int] | None = None,
     ) -> tuple[dict[str, OpenOffer], list[Resolution]]:
         """Open ``offers``, attribute ``purchases``, block on ``negative`` (cid, until).
 
-        Returns the offers that were already open (a replay: the stored record wins, so the
-        replayed offer keeps its first offer id) and the conversions. One round trip.
+        ``partitions`` maps a customer id to its input partition: the offer's window goes
+        into that partition's due set. Returns the offers that were already open (a replay:
+        the stored record wins, so the replayed offer keeps its first offer id) and the
+        conversions. One round trip.
         """
         per: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
         for o in offers:
@@ -419,9 +432,14 @@ class OutcomeStore:
                 argv = [self._ttl_ms, self.keep_s, len(o_args) // 5, *o_args]
                 argv += [_count_purchases(p_args), *p_args, len(n_args), *n_args]
                 pipe.evalsha(self._shas["record"], 2, *self._keys(cid), packed(argv))
-            due = {orjson.dumps([o.customer_id, o.offer_event_id]): o.deadline for o in offers}
-            if due:
-                pipe.zadd(self._due_key, due)
+            due: dict[str, dict[bytes, float]] = {}
+            for o in offers:
+                key = self.due_key((partitions or {}).get(o.customer_id))
+                due.setdefault(key, {})[orjson.dumps([o.customer_id, o.offer_event_id])] = (
+                    o.deadline
+                )
+            for key, members in due.items():
+                pipe.zadd(key, members)
             return await pipe.execute()
 
         replies = await self._call(op)
@@ -445,8 +463,11 @@ class OutcomeStore:
                 )
         return existing, conversions
 
-    async def expire(self, now: float, limit: int = 1_000) -> DueWindows:
-        """Close the windows whose deadline is at or before ``now`` (event time).
+    async def expire(
+        self, now: float, partition: int | None = None, limit: int = 1_000
+    ) -> DueWindows:
+        """Close the windows of ``partition`` (``None``: the set of earlier versions) whose
+        deadline is at or before ``now``, that partition's event time.
 
         Closing marks the window in its customer's hash; the member stays in the due set
         until ``forget``, which the caller runs once the resolutions are published. Windows
@@ -454,13 +475,14 @@ class OutcomeStore:
         converted meanwhile are just forgotten.
         """
         client = self._require()
+        key = self.due_key(partition)
 
         async def due() -> list[bytes]:
-            return await client.zrangebyscore(self._due_key, "-inf", now, start=0, num=limit)
+            return await client.zrangebyscore(key, "-inf", now, start=0, num=limit)
 
         members = await self._call(due)
         if not members:
-            return DueWindows([], [])
+            return DueWindows([], [], key)
         by_cid: dict[str, list[str]] = {}
         for m in members:
             cid, oid = orjson.loads(m)
@@ -480,7 +502,7 @@ class OutcomeStore:
                 offer = OpenOffer.from_json(closed[j].decode(), cid, closed[j + 1])
                 again = closed[j + 2] == b"1"
                 out.append(Resolution(offer=offer, converted=False, ts=offer.deadline, again=again))
-        return DueWindows(out, list(members))
+        return DueWindows(out, list(members), key)
 
     async def forget(self, due: DueWindows) -> None:
         """Take published windows off the due set (one round trip)."""
@@ -489,7 +511,7 @@ class OutcomeStore:
         client = self._require()
 
         async def op() -> int:
-            return await client.zrem(self._due_key, *due.members)
+            return await client.zrem(due.key, *due.members)
 
         await self._call(op)
 

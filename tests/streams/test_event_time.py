@@ -57,6 +57,19 @@ def test_a_revoked_partition_no_longer_holds_time_back() -> None:
     assert t.now() == 900.0
 
 
+def test_each_partition_number_keeps_its_own_time() -> None:
+    wall = Wall()
+    t = EventTime(idle_after_s=5.0, clock=wall)
+    t.assign([("clicks", 0), ("purchases", 0), ("clicks", 1), ("clicks", 2)])
+    t.observe(("clicks", 0), 5_000.0)
+    t.observe(("purchases", 0), 4_000.0)  # this customer group's purchases lag
+    t.observe(("clicks", 1), 9_000.0)
+    # partition 2 has had no event: it follows the worker's time (the slowest active one)
+    assert t.partition_times() == {0: 4_000.0, 1: 9_000.0, 2: 4_000.0}
+    t.revoke([("clicks", 1)])
+    assert set(t.partition_times()) == {0, 2}, "a revoked partition is no longer expired here"
+
+
 def test_the_bound_is_the_earlier_of_record_and_wall_clock_plus_the_allowance() -> None:
     t = EventTime(max_ahead_s=300.0)
     assert t.bound(kafka_ts=1_000.0, wall=5_000.0) == 1_300.0
@@ -73,18 +86,18 @@ def _record(ts: float, kafka_ts: float) -> tuple[str, int, int, bytes, bytes, fl
 def test_a_ts_beyond_the_bound_is_clamped_by_default() -> None:
     pipeline = Pipeline(Settings())
     kafka_ts = float(int(time.time()) - 60)  # a record written a minute ago
-    valid, dead, clamped = pipeline.validate([_record(kafka_ts + 23 * 3600, kafka_ts)])
+    valid, dead, clamped, _ = pipeline.validate([_record(kafka_ts + 23 * 3600, kafka_ts)])
     assert (len(valid), dead, clamped) == (1, [], 1)
     assert valid[0].ts == kafka_ts + 300.0
-    ok, _, n = pipeline.validate([_record(kafka_ts + 299, kafka_ts)])
-    assert (ok[0].ts, n) == (kafka_ts + 299, 0)
+    ok, _, n, partitions = pipeline.validate([_record(kafka_ts + 299, kafka_ts)])
+    assert (ok[0].ts, n, partitions) == (kafka_ts + 299, 0, {"c1": 0})
 
 
 def test_a_ts_beyond_the_bound_can_be_dead_lettered_instead() -> None:
     settings = Settings(worker=WorkerSettings(future_ts="dead_letter", max_ts_ahead_s=60.0))
     pipeline = Pipeline(settings)
     kafka_ts = float(int(time.time()) - 60)  # a record written a minute ago
-    valid, [dead], clamped = pipeline.validate([_record(kafka_ts + 3600, kafka_ts)])
+    valid, [dead], clamped, _ = pipeline.validate([_record(kafka_ts + 3600, kafka_ts)])
     assert (valid, clamped) == ([], 0)
     assert dead.reason == (
         f"ts {kafka_ts + 3600:.0f} is 3600s ahead of its record's timestamp (allowed 60s)"

@@ -95,7 +95,8 @@ def test_offer_converts_or_expires_within_its_attribution_window(
         ],
     )
     w.wait_processed(4)
-    _send(env, [click("a5", "c3", T0 + 300, "view", "books", 9.0, session="s3")])  # clock on
+    # time moves on in c2's partition (windows expire on their customer's partition's time)
+    _send(env, [click("a5", "c2", T0 + 300, "view", "books", 9.0, session="s3")])
     outcomes = _read(env, "STREAMSCORE_TOPICS__OFFER_OUTCOMES", lambda v: len(v) >= 2)
     by_cid = {o["customer_id"]: o for o in outcomes}
     assert set(by_cid) == {"c1", "c2"}, outcomes

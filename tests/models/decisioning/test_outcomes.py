@@ -63,6 +63,20 @@ async def test_conversion_last_touch_and_expiry(outcomes: OutcomeStore) -> None:
     assert (await outcomes.expire(T0 + 900)).resolutions == []
 
 
+async def test_windows_are_due_per_input_partition(outcomes: OutcomeStore) -> None:
+    await outcomes.record([offer("a", "c1", T0)], [], partitions={"c1": 0})
+    await outcomes.record([offer("b", "c2", T0)], [], partitions={"c2": 3})
+    await outcomes.record([offer("c", "c3", T0)], [])  # as written before partitions
+    assert outcomes.due_key(0) != outcomes.due_key(3) != outcomes.due_key(None)
+    p3 = await outcomes.expire(T0 + 500, 3)
+    assert [r.offer.offer_event_id for r in p3.resolutions] == ["b"], "only partition 3's"
+    assert (await outcomes.expire(T0 + 100, 0)).resolutions == [], "partition 0 is behind"
+    legacy = await outcomes.expire(T0 + 500, None)
+    assert [r.offer.offer_event_id for r in legacy.resolutions] == ["c"], "still drained"
+    await outcomes.forget(p3)
+    assert (await outcomes.expire(T0 + 600, 3)).resolutions == []
+
+
 async def test_purchase_read_before_its_offer_still_converts(outcomes: OutcomeStore) -> None:
     _, conv = await outcomes.record([], [buy("o1", "c1", T0 + 30, "sports", 5.0)])
     assert conv == []
