@@ -84,7 +84,7 @@ class EventTime:
         self._clock = time.monotonic if clock is None else clock
         self._marks: dict[Partition, _Watermark] = {}
         self._last = 0.0
-        self._assigned: set[int] = set()  # input partition numbers this worker owns
+        self._assigned: set[Partition] = set()  # the input partitions this worker owns
         self._last_by: dict[int, float] = {}
 
     def bound(self, kafka_ts: float | None, wall: float) -> float:
@@ -106,18 +106,16 @@ class EventTime:
     def assign(self, partitions: Iterable[Partition]) -> None:
         """Input partitions this worker now owns (their numbers get a time even before any
         event arrives)."""
-        self._assigned.update(n for _, n in partitions)
+        self._assigned.update(partitions)
 
     def revoke(self, partitions: Iterable[Partition]) -> None:
         """Forget partitions this worker no longer owns."""
-        partitions = list(partitions)
         for partition in partitions:
             self._marks.pop(partition, None)
-        owned = {n for _, n in self._marks}
-        for _, n in partitions:
-            if n not in owned:
-                self._assigned.discard(n)
-                self._last_by.pop(n, None)
+            self._assigned.discard(partition)
+        owned = {n for _, n in self._assigned} | {n for _, n in self._marks}
+        for n in set(self._last_by) - owned:
+            del self._last_by[n]
 
     def partition_times(self) -> dict[int, float]:
         """The time of each owned partition number: the rule of ``now`` over its topics'
@@ -129,7 +127,7 @@ class EventTime:
             groups.setdefault(n, []).append((t, now - m.seen_at <= self.idle_after_s))
         worker = self.now()
         times: dict[int, float] = {}
-        for n in self._assigned | set(groups):
+        for n in {n for _, n in self._assigned} | set(groups):
             marks = groups.get(n)
             if marks is None:
                 t = worker
