@@ -691,8 +691,14 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         # A partition that moved away no longer holds this worker's event time back, and its
-        # windows are the new owner's to expire.
+        # windows are the new owner's to expire. Session-intent states are dropped: a session
+        # whose partition comes back after another worker stepped it must be rebuilt from the
+        # session log, not resumed from this worker's stale state (the sessions this worker
+        # keeps are rebuilt the same way, on their next click).
         pipeline.clock.revoke(input_partitions(revoked))
+        if pipeline.intent is not None and revoked:
+            dropped = pipeline.intent.reset()
+            logger.info("partitions revoked: %d session-intent states dropped", dropped)
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:

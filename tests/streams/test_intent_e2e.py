@@ -108,3 +108,54 @@ def test_every_click_gets_an_intent_and_rebuilds_match(
     b.wait_ready()
     asyncio.run(produce(bootstrap, rb_clicks[half:]))
     _assert_same(_intents({**ref.env, **env}, len(clicks)), reference, "after a rebalance")
+
+
+def _assigned(w: Any) -> int:
+    s = w.stats()
+    return int(s.get("assigned_partitions", 0)) if s else -1
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(240)
+def test_a_partition_that_comes_back_is_rebuilt_not_resumed_stale(
+    worker_factory: Any, unique: Callable[[str], str]
+) -> None:
+    ref = worker_factory(**_own_stack(unique))
+    ref.wait_ready()
+    bootstrap = ref.env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    asyncio.run(produce(bootstrap, _clicks(ref.env)))
+    n = 4 * len(ACTIONS)
+    reference = _intents(ref.env, n)
+    ref.stop(signal.SIGTERM)
+
+    # A steps every session, B takes one of the two partitions and steps them on, B leaves:
+    # A gets the partition back, with its own states of those sessions three clicks behind.
+    env = _own_stack(unique)
+    clicks = _clicks({**ref.env, **env})
+    a = worker_factory(**env)
+    a.wait_ready()
+    alone = _assigned(a)
+    asyncio.run(produce(bootstrap, clicks[:12]))
+    a.wait_processed(12)
+    b = worker_factory(**env)
+    b.wait_ready()
+    _wait("A to give B its share", lambda: 0 < _assigned(a) < alone)
+    asyncio.run(produce(bootstrap, clicks[12:24]))
+
+    def handled() -> int:
+        return sum(int((w.stats() or {}).get("records", 0)) for w in (a, b))
+
+    _wait("both workers to handle the second part", lambda: handled() >= 24)
+    assert (b.stats() or {}).get("records", 0) > 0, "B stepped some sessions"
+    b.stop(signal.SIGTERM)
+    _wait("A to own every partition again", lambda: _assigned(a) == alone)
+    asyncio.run(produce(bootstrap, clicks[24:]))
+    _assert_same(_intents({**ref.env, **env}, n), reference, "after A -> B -> A")
