@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -140,6 +140,14 @@ class Pipeline:
         self.intent: IntentService | None = None
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
         self.metrics = Metrics(self._kind_by_topic)
+        # The input partition of each recently seen customer, so that state kept in this
+        # worker's memory can be dropped when the customer's partition moves (``retain``).
+        self._partition_of: OrderedDict[str, int] = OrderedDict()
+        self._partition_cap = max(
+            settings.models.max_pending_labels,
+            settings.decision.cart_watch_max_entries,
+            settings.alerting.churn_max_customers,
+        )
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
@@ -211,7 +219,7 @@ class Pipeline:
 
         Records are (topic, partition, offset, key, value, kafka timestamp in seconds). Each
         valid event's ts is bounded by its record's timestamp (``EventTime.bound``) and then
-        advances its partition's watermark.
+        advances its partition's watermark; its customer's partition is noted for ``retain``.
         """
         now = time.time()
         valid: list[Event] = []
@@ -245,6 +253,7 @@ class Pipeline:
             self.clock.observe((topic, partition), event.ts)
             partitions[event.customer_id] = partition
             valid.append(event)
+        self._note_partitions(partitions)
         return Validated(valid, dead, clamped, partitions)
 
     async def handle(
@@ -362,6 +371,36 @@ class Pipeline:
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
         return _Decided(out, valid, results, recent, candidates, choices, partitions)
+
+    def _note_partitions(self, partitions: dict[str, int]) -> None:
+        owner = self._partition_of
+        for customer_id, partition in partitions.items():
+            owner[customer_id] = partition
+            owner.move_to_end(customer_id)
+        while len(owner) > self._partition_cap:
+            owner.popitem(last=False)
+
+    def retain(self, owned: set[int]) -> dict[str, int]:
+        """After a rebalance: drop the in-memory state of customers whose input partition is
+        no longer this worker's (pending propensity labels, watched carts, churn state).
+
+        The new owner sees their purchases and checkouts now; kept here, their labels would
+        resolve as negatives and their carts raise false alerts. What is dropped is lost, not
+        handed over (``docs/architecture.md``). Returns how many of each were dropped.
+        """
+        moved = [c for c, p in self._partition_of.items() if p not in owned]
+        for customer_id in moved:
+            del self._partition_of[customer_id]
+        dropped = {
+            "labels": self.models.propensity.forget(moved) if self.models is not None else 0,
+            "carts": self.cart_watch.forget(moved),
+            "churn": self.alerting.churn.forget(moved),
+        }
+        if moved:
+            logger.info(
+                "rebalance: %d customers moved to other workers; dropped %s", len(moved), dropped
+            )
+        return dropped
 
     async def _claim(
         self, candidates: Sequence[tuple[Offer, FeatureResult]], duplicates: Sequence[Event]
@@ -685,8 +724,11 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        # This worker now expires these partitions' offer windows, on their event time.
-        pipeline.clock.assign(input_partitions(assigned))
+        # This worker now expires these partitions' offer windows, on their event time, and
+        # keeps in memory only the state of customers of these partitions.
+        owned = input_partitions(assigned)
+        pipeline.clock.assign(owned)
+        pipeline.retain({n for _, n in owned})
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

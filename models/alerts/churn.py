@@ -38,7 +38,7 @@ import heapq
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final, Literal, NamedTuple
 
 from models.alerts.rules import Alert, Severity
@@ -173,6 +173,12 @@ class ChurnWatch:
             )
         self._schedule(customer_id, state)
         return signal
+
+    def forget(self, customer_ids: Iterable[str]) -> int:
+        """Drop these customers' churn state (their partition moved to another worker);
+        returns how many were dropped."""
+        states = self._states
+        return sum(states.pop(c, None) is not None for c in customer_ids)
 
     def due(self, now_ts: float) -> list[ChurnSignal]:
         """Customers whose silence reached ``churn_enter`` by ``now_ts`` (event time)."""

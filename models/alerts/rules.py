@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
@@ -300,6 +300,12 @@ class CartWatch:
         cart.fired = True
         cart.cart_value = cart_value
         return DueCart(customer_id, cart.trigger, cart_value, cart.last_ts if ts is None else ts)
+
+    def forget(self, customer_ids: Iterable[str]) -> int:
+        """Stop watching these customers' carts (their partition moved to another worker,
+        which sees their checkouts and purchases now); returns how many were dropped."""
+        carts = self._carts
+        return sum(carts.pop(c, None) is not None for c in customer_ids)
 
     def due(self, now_ts: float) -> list[DueCart]:
         """Pop the carts whose deadline is <= ``now_ts`` (an event-time watermark)."""
