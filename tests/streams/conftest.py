@@ -48,6 +48,11 @@ class WorkerProcess:
         except (OSError, ValueError):
             return None
 
+    def assigned(self) -> int:
+        """How many partitions the group gave this worker (-1 while /stats does not answer)."""
+        s = self.stats()
+        return int(s.get("assigned_partitions", 0)) if s else -1
+
     def wait_ready(self, timeout: float = 40.0) -> dict[str, Any]:
         """Until the agent runs and the group gave this worker partitions."""
         deadline = time.monotonic() + timeout

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.streams.conftest import consume, produce
+from tests.streams.faultkit import wait_until
 
 T0 = float(int(time.time()) - 3600)
 ACTIONS = ["view", "search", "view", "add_to_cart", "view", "checkout_start", "view", "view"]
@@ -110,20 +111,6 @@ def test_every_click_gets_an_intent_and_rebuilds_match(
     _assert_same(_intents({**ref.env, **env}, len(clicks)), reference, "after a rebalance")
 
 
-def _assigned(w: Any) -> int:
-    s = w.stats()
-    return int(s.get("assigned_partitions", 0)) if s else -1
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(240)
 def test_a_partition_that_comes_back_is_rebuilt_not_resumed_stale(
     worker_factory: Any, unique: Callable[[str], str]
@@ -142,20 +129,20 @@ def test_a_partition_that_comes_back_is_rebuilt_not_resumed_stale(
     clicks = _clicks({**ref.env, **env})
     a = worker_factory(**env)
     a.wait_ready()
-    alone = _assigned(a)
+    alone = a.assigned()
     asyncio.run(produce(bootstrap, clicks[:12]))
     a.wait_processed(12)
     b = worker_factory(**env)
     b.wait_ready()
-    _wait("A to give B its share", lambda: 0 < _assigned(a) < alone)
+    wait_until(lambda: 0 < a.assigned() < alone, 60.0, "A to give B its share")
     asyncio.run(produce(bootstrap, clicks[12:24]))
 
     def handled() -> int:
         return sum(int((w.stats() or {}).get("records", 0)) for w in (a, b))
 
-    _wait("both workers to handle the second part", lambda: handled() >= 24)
+    wait_until(lambda: handled() >= 24, 60.0, "both workers to handle the second part")
     assert (b.stats() or {}).get("records", 0) > 0, "B stepped some sessions"
     b.stop(signal.SIGTERM)
-    _wait("A to own every partition again", lambda: _assigned(a) == alone)
+    wait_until(lambda: a.assigned() == alone, 60.0, "A to own every partition again")
     asyncio.run(produce(bootstrap, clicks[24:]))
     _assert_same(_intents({**ref.env, **env}, n), reference, "after A -> B -> A")

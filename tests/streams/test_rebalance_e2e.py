@@ -15,25 +15,12 @@ from typing import Any
 import pytest
 
 from tests.streams.conftest import consume, produce
+from tests.streams.faultkit import wait_until
 from tests.streams.test_pipeline_e2e import _routed, click, purchase
 
 T0 = float(int(time.time()) - 7200)
 BUYERS = ("buyer-b", "buyer-a")  # partitions 0, 1
 LEFT = ("left-a", "left-b")  # partitions 0, 1: carts nobody checks out
-
-
-def _assigned(w: Any) -> int:
-    s = w.stats()
-    return int(s.get("assigned_partitions", 0)) if s else -1
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(180)
@@ -43,7 +30,7 @@ def test_the_old_owner_raises_no_cart_alert_for_a_customer_whose_partition_moved
     env_extra = {"STREAMSCORE_INTENT__ENABLED": "false"}  # no early, model-driven cart alerts
     a = worker_factory(**env_extra)
     a.wait_ready()
-    alone = _assigned(a)
+    alone = a.assigned()
     env = a.env
     bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
 
@@ -60,18 +47,18 @@ def test_the_old_owner_raises_no_cart_alert_for_a_customer_whose_partition_moved
     a.wait_processed(4)
     b = worker_factory(**env_extra)
     b.wait_ready()
-    _wait("A to give B a partition", lambda: 0 < _assigned(a) < alone)
+    wait_until(lambda: 0 < a.assigned() < alone, 60.0, "A to give B a partition")
 
     def handled() -> int:
         return sum(int((w.stats() or {}).get("records", 0)) for w in (a, b))
 
     # both buyers check out: one on each partition, so one of them now goes to B
     send([purchase(f"{cid}-buy", cid, T0 + 60, 50.0, "home") for cid in BUYERS])
-    _wait("the purchases", lambda: handled() >= 6)
+    wait_until(lambda: handled() >= 6, 60.0, "the purchases")
     # time moves on, on both partitions, past every cart's deadline
     later = [("later-b", T0 + 2400), ("later-a", T0 + 2400)]  # partitions 0, 1
     send([click(f"{cid}-1", cid, ts, "view", "books", 5.0, session=cid) for cid, ts in later])
-    _wait("the later clicks", lambda: handled() >= 8)
+    wait_until(lambda: handled() >= 8, 60.0, "the later clicks")
 
     topic = env["STREAMSCORE_TOPICS__ALERTS"]
 
