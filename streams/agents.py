@@ -745,7 +745,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
         doc = pipeline.stats()
-        doc["assigned_partitions"] = len(app.consumer.assignment())
+        assignment = app.consumer.assignment()
+        doc["assigned_partitions"] = len(assignment)
+        doc["assignment"] = sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment)
         return web.json(doc)
 
     @app.timer(1.0)
