@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.streams.conftest import consume, produce
+from tests.streams.conftest import produce
 from tests.streams.faultkit import wait_until
+from tests.streams.test_offer_outcomes_e2e import _read
 from tests.streams.test_pipeline_e2e import _routed, click, purchase
 
 T0 = float(int(time.time()) - 7200)
@@ -60,18 +60,14 @@ def test_the_old_owner_raises_no_cart_alert_for_a_customer_whose_partition_moved
     send([click(f"{cid}-1", cid, ts, "view", "books", 5.0, session=cid) for cid, ts in later])
     wait_until(lambda: handled() >= 8, 60.0, "the later clicks")
 
-    topic = env["STREAMSCORE_TOPICS__ALERTS"]
+    def carts(alerts: list[dict[str, Any]]) -> list[str]:
+        return [x["customer_id"] for x in alerts if x["type"] == "cart_abandonment"]
 
-    def carts(got: dict[str, list[dict[str, Any]]]) -> list[str]:
-        return [x["customer_id"] for x in got[topic] if x["type"] == "cart_abandonment"]
-
-    def read(until: Callable[[dict[str, list[dict[str, Any]]]], bool], timeout: float) -> list:
-        return carts(asyncio.run(consume(bootstrap, [topic], until=until, timeout=timeout)))
-
+    key = "STREAMSCORE_TOPICS__ALERTS"
     # the left cart on A's own partition is due on A: wait for it, then for anything else
-    first = read(lambda g: any(c in LEFT for c in carts(g)), timeout=40.0)
+    first = carts(_read(env, key, lambda v: any(c in LEFT for c in carts(v)), timeout=40.0))
     assert any(c in LEFT for c in first), first
     time.sleep(4.0)
-    alerts = read(lambda g: False, timeout=3.0)
+    alerts = carts(_read(env, key, lambda v: False, timeout=3.0))
     assert not set(alerts) & set(BUYERS), f"a cart alert for a customer who bought: {alerts}"
     assert len(alerts) == 1, f"only A's own left cart is due on A: {alerts}"
