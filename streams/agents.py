@@ -50,6 +50,7 @@ from models.decisioning.outcomes import ContactState
 from models.decisioning.policy import ClickContext, OfferPolicy
 from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
+from models.online.labels import DueLabels, LabelStore, PendingClick
 from streams.alerting import Alerting
 from streams.app import StreamscoreApp
 from streams.clock import EventTime
@@ -57,7 +58,14 @@ from streams.logs import event_fields
 from streams.metrics import Metrics, Stopwatch
 from streams.offer_loop import OfferLoop, parse_suppression
 from streams.recommendations import Recommendations
-from streams.records import Alert, DeadLetter, Offer, OfferOutcome, SessionIntent
+from streams.records import (
+    Alert,
+    DeadLetter,
+    Offer,
+    OfferOutcome,
+    PropensityLabel,
+    SessionIntent,
+)
 from streams.settings import Settings
 
 __all__ = ["BatchOutputs", "BatchProgress", "Pipeline", "register"]
@@ -74,6 +82,7 @@ class BatchOutputs:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     intents: list[SessionIntent] = field(default_factory=list)
     outcomes: list[OfferOutcome] = field(default_factory=list)
+    labels: list[PropensityLabel] = field(default_factory=list)
     n_valid: int = 0
     n_duplicates: int = 0
     n_clamped: int = 0  # valid events whose ts was clamped to their record's time bound
@@ -94,6 +103,11 @@ class _Decided:
     candidates: list[tuple[Offer, FeatureResult]] = field(default_factory=list)
     choices: dict[str, Choice] = field(default_factory=dict)  # by offer_event_id
     partitions: dict[str, int] = field(default_factory=dict)  # customer id -> input partition
+    # the clicks waiting for their propensity label and the purchases that decide them, each
+    # with its input partition (``LabelStore.add``)
+    pending: list[tuple[int, PendingClick]] = field(default_factory=list)
+    buys: list[tuple[int, str, float]] = field(default_factory=list)
+    times: dict[int, float] = field(default_factory=dict)  # partition times after validate
 
 
 class Validated(NamedTuple):
@@ -118,6 +132,7 @@ class BatchProgress:
     decided: _Decided | None = None
     offers: list[Offer] | None = None  # claimed
     recommended: bool = False
+    labeled: bool = False  # clicks and purchases queued for the propensity labels
     outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
 
 
@@ -134,6 +149,11 @@ class Pipeline:
         self.cart_watch = CartWatch(settings.decision)
         self.alerting = Alerting(settings)
         self.recommendations = Recommendations(settings)
+        self.labels = LabelStore(
+            settings.redis.key_prefix,
+            settings.models.propensity_horizon_minutes * 60.0,
+            settings.models.max_pending_labels,
+        )
         w = settings.worker
         self.clock = EventTime(max_ahead_s=w.max_ts_ahead_s, idle_after_s=w.idle_partition_s)
         self.models: ModelBundle | None = None
@@ -148,6 +168,11 @@ class Pipeline:
             settings.decision.cart_watch_max_entries,
             settings.alerting.churn_max_customers,
         )
+        # Each partition's event time as of the last batch whose Redis writes are all done,
+        # and whether a batch is being handled now: expiries between batches must not run
+        # ahead of purchases that were read but are not written yet (``settled_times``).
+        self._settled: dict[int, float] = {}
+        self._busy = False
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
@@ -159,6 +184,7 @@ class Pipeline:
             return
         await self.store.start()
         await self.offer_loop.start(self.store.client, self.store.with_retry)
+        await self.labels.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
         self.alerting.start(self.models)
         self.recommendations.start(self.store.client, self.store.with_retry)
@@ -200,6 +226,8 @@ class Pipeline:
             doc["propensity_log_loss"] = self.models.propensity.log_loss
             doc["labels_learned"] = self.models.propensity.n_learned
             doc["feedback_learned"] = self.models.text.sentiment.n_learned
+        doc["labels_queued"] = self.labels.queued
+        doc["labels_dropped"] = self.labels.dropped
         doc.update(self.offer_loop.stats())
         doc.update(self.alerting.stats())
         return doc
@@ -266,12 +294,14 @@ class Pipeline:
         it applied in Redis comes back as a replay."""
         progress = BatchProgress() if progress is None else progress
         watch = Stopwatch()
+        self._busy = True  # until this batch's writes are all done; a failed attempt stays busy
         if progress.decided is None:
             progress.decided = await self._decide(records, progress.token, watch)
         d = progress.decided
         out = d.out
         out.stages = watch.laps
         if not d.valid:
+            self._settle(d)
             return out
 
         # independent round trips, overlapped, each done once per batch: the contact claims,
@@ -286,7 +316,12 @@ class Pipeline:
                 await self.recommendations.finish(d.valid, d.results, decided, d.recent)
                 progress.recommended = True
 
-        await _together(claim(), recommend())
+        async def label() -> None:
+            if not progress.labeled:
+                await self.labels.add(d.pending, d.buys)
+                progress.labeled = True
+
+        await _together(claim(), recommend(), label())
         out.offers = progress.offers or []
         # A claim that comes back as stored (a replay, or our own retry after a lost reply)
         # is a new object without this run's items; its window, if the offer was published
@@ -305,7 +340,22 @@ class Pipeline:
             )
         out.outcomes = progress.outcomes
         watch.lap("learn")
+        self._settle(d)
         return out
+
+    def _settle(self, d: _Decided) -> None:
+        """A batch's writes are done: expiries may run up to its partitions' times."""
+        self._settled.update(d.times)
+        self._busy = False
+
+    def settled_times(self) -> dict[int, float]:
+        """Each owned partition's event time, held back while a batch is being handled to
+        where the previous batch left it: the partition's watermark already counts the
+        current batch's purchases, which are not in Redis until the batch is done."""
+        live = self.clock.partition_times()
+        if not self._busy:
+            return live
+        return {n: min(t, self._settled.get(n, 0.0)) for n, t in live.items()}
 
     async def _decide(
         self,
@@ -319,10 +369,11 @@ class Pipeline:
         failed attempt has learned nothing and its retry (same ``token``) learns once.
         """
         valid, dead, clamped, partitions = self.validate(records)
+        times = self.clock.partition_times()
         watch.lap("validate")
         out = BatchOutputs(dead_letters=dead, n_valid=len(valid), n_clamped=clamped, events=valid)
         if not valid:
-            return _Decided(out)
+            return _Decided(out, times=times)
         models = self.models
         if models is None:
             raise RuntimeError("Pipeline.handle called before start()")
@@ -337,6 +388,22 @@ class Pipeline:
             self.recommendations.prepare(valid),
         )
         watch.lap("redis")
+        # every click is scored in one matrix product and queued for its label (a replayed
+        # click too: the label store keeps the first copy, so a click whose queueing was cut
+        # short by a crash is queued by its replay)
+        clicked = [(e, r) for e, r in zip(valid, results, strict=True) if isinstance(e, Click)]
+        scored = models.propensity.predict_clicks([r.features for _, r in clicked])
+        propensities = {e.event_id: p for (e, _), (p, _) in zip(clicked, scored, strict=True)}
+        pending = [
+            (partitions[e.customer_id], PendingClick(e.event_id, e.customer_id, e.ts, p, x))
+            for (e, _), (p, x) in zip(clicked, scored, strict=True)
+        ]
+        buys = [
+            (partitions[e.customer_id], e.customer_id, e.ts)
+            for e in valid
+            if isinstance(e, Purchase)
+        ]
+        watch.lap("models")
         intents = await self._intents(valid, results)
         watch.lap("intent")
         if intents and self.settings.worker.publish_intents:
@@ -353,7 +420,15 @@ class Pipeline:
             try:
                 contact = contacts.get(event.customer_id)
                 choice, offer, alerts = self._score(
-                    event, result, sentiment, intent, contact, version, now_wall, watch
+                    event,
+                    result,
+                    sentiment,
+                    intent,
+                    propensities.get(event.event_id, 0.0),
+                    contact,
+                    version,
+                    now_wall,
+                    watch,
                 )
                 self.alerting.annotate(models, event, alerts)
                 for a in self.alerting.on_event(models, event, result):
@@ -370,7 +445,9 @@ class Pipeline:
         out.alerts = self.alerting.admit(out.alerts)
         out.alerts.extend(self._expire(version, now_wall))
         watch.lap("models")
-        return _Decided(out, valid, results, recent, candidates, choices, partitions)
+        return _Decided(
+            out, valid, results, recent, candidates, choices, partitions, pending, buys, times
+        )
 
     def _note_partitions(self, partitions: dict[str, int]) -> None:
         owner = self._partition_of
@@ -382,17 +459,17 @@ class Pipeline:
 
     def retain(self, owned: set[int]) -> dict[str, int]:
         """After a rebalance: drop the in-memory state of customers whose input partition is
-        no longer this worker's (pending propensity labels, watched carts, churn state).
+        no longer this worker's (watched carts, churn state).
 
-        The new owner sees their purchases and checkouts now; kept here, their labels would
-        resolve as negatives and their carts raise false alerts. What is dropped is lost, not
-        handed over (``docs/architecture.md``). Returns how many of each were dropped.
+        The new owner sees their checkouts now; kept here, their carts would raise false
+        alerts. What is dropped is lost, not handed over (``docs/architecture.md``); pending
+        propensity labels are not in memory but in Redis, by partition, and go to the new
+        owner whole (``LabelStore``). Returns how many of each were dropped.
         """
         moved = [c for c, p in self._partition_of.items() if p not in owned]
         for customer_id in moved:
             del self._partition_of[customer_id]
         dropped = {
-            "labels": self.models.propensity.forget(moved) if self.models is not None else 0,
             "carts": self.cart_watch.forget(moved),
             "churn": self.alerting.churn.forget(moved),
         }
@@ -482,21 +559,20 @@ class Pipeline:
         result: FeatureResult,
         sentiment: float | None,
         intent: dict[str, float] | None,
+        propensity: float,
         contact: ContactState | None,
         version: str,
         now_wall: float,
         watch: Stopwatch,
     ) -> tuple[Choice | None, Offer | None, list[Alert]]:
-        """One event's alerts, and for a click the arbiter's choice and its offer, if any."""
+        """One event's alerts, and for a click (scored ``propensity``) the arbiter's choice
+        and its offer, if any."""
         models = self.models
         if models is None:  # pragma: no cover - guarded by handle()
             raise RuntimeError("models not loaded")
         x = result.features
         alerts: list[Alert] = []
         if isinstance(event, Click):
-            propensity = models.propensity.score_click(
-                event.customer_id, event.event_id, event.ts, x
-            )
             segment = models.segments.assign(x)
             self.cart_watch.on_event(event, x)
             if intent is not None:
@@ -537,10 +613,8 @@ class Pipeline:
             )
             return choice, offer, alerts
         if isinstance(event, Purchase):
-            if not result.duplicate:
-                models.propensity.observe_purchase(event.customer_id, event.ts)
-                if self.intent is not None:
-                    self.intent.on_purchase(event)
+            if not result.duplicate and self.intent is not None:
+                self.intent.on_purchase(event)
             self.cart_watch.on_event(event, x)
             return None, None, alerts
         for a in self.alert_rules.on_feedback(event, x, sentiment):
@@ -548,16 +622,65 @@ class Pipeline:
         return None, None, alerts
 
     def _expire(self, version: str, now_wall: float) -> list[Alert]:
-        """Resolve late labels and cart timeouts up to the event clock."""
+        """Cart timeouts, intent sessions and churn up to the event clock."""
         now = self.clock.now()
         if self.models is None or now == 0.0:
             return []
-        self.models.propensity.expire(now)
         if self.intent is not None:
             self.intent.expire(now)
         due_alerts = [self.alert_rules.cart_abandonment(due) for due in self.cart_watch.due(now)]
         due_alerts += self.alerting.expire(now)
         return self.alerting.admit([_alert(a, version, now_wall, a.ts) for a in due_alerts])
+
+    async def resolve_labels(self) -> tuple[list[PropensityLabel], list[DueLabels]]:
+        """Learn the propensity labels whose horizon closed on each owned partition's event
+        time; the label records to publish (when ``publish_labels``) and what to ``forget``
+        once they are published.
+
+        Only partitions this worker has read an event from since it got them: until then it
+        does not know how far their purchases go. A label resolved before but not forgotten
+        (its resolver died) comes back ``again``: published again, not learned again.
+        """
+        if self.models is None or not self.labels.started:
+            return [], []
+        publish = self.settings.worker.publish_labels
+        observed = self.clock.observed()
+        records: list[PropensityLabel] = []
+        dues: list[DueLabels] = []
+        try:
+            for partition, t in sorted(self.settled_times().items()):
+                if partition not in observed or t <= 0.0:
+                    continue
+                due = await self.labels.take(partition, t)
+                if not due.labels:
+                    continue
+                dues.append(due)
+                for label in due.labels:
+                    click = label.click
+                    if not label.again:
+                        self.models.propensity.learn_label(click.x, click.proba, label.positive)
+                    if publish:
+                        records.append(
+                            PropensityLabel(
+                                click_event_id=click.event_id,
+                                customer_id=click.customer_id,
+                                purchased=label.positive,
+                                propensity=round(click.proba, 6),
+                                click_ts=click.ts,
+                                ts=click.ts + self.labels.horizon_s,
+                            )
+                        )
+        except FeatureStoreError as exc:  # the next tick takes them again, same labels
+            logger.warning("propensity labels not resolved yet: %s", exc)
+        return records, dues
+
+    async def forget_labels(self, dues: Sequence[DueLabels]) -> None:
+        """The labels of ``dues`` are learned and published: retire them."""
+        try:
+            for due in dues:
+                await self.labels.forget(due)
+        except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
+            logger.warning("published propensity labels not yet forgotten: %s", exc)
 
     def tick(self) -> list[Alert]:
         """Periodic work between batches: expiries and checkpoints."""
@@ -627,6 +750,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     outcomes = app.topic(
         topics.offer_outcomes, key_type=str, value_type=OfferOutcome, key_serializer="raw"
     )
+    labels = app.topic(
+        topics.labels, key_type=str, value_type=PropensityLabel, key_serializer="raw"
+    )
     suppressions = app.topic(
         topics.suppressions,
         key_type=bytes,
@@ -648,6 +774,7 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
             ],
             *[await intents.send(key=i.customer_id.encode(), value=i) for i in out.intents],
             *[await outcomes.send(key=o.customer_id.encode(), value=o) for o in out.outcomes],
+            *[await labels.send(key=x.customer_id.encode(), value=x) for x in out.labels],
         ]
 
     async def acked(out: BatchOutputs, futures: list[Any]) -> None:
@@ -753,13 +880,14 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     @app.timer(1.0)
     async def tick() -> None:
         alerts_due = pipeline.tick()
-        clock = pipeline.clock
         outcomes_due, windows = await pipeline.offer_loop.expire(
-            clock.partition_times(), clock.now()
+            pipeline.settled_times(), pipeline.clock.now()
         )
-        if alerts_due or outcomes_due:
-            await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due))
+        labels_due, label_sets = await pipeline.resolve_labels()
+        if alerts_due or outcomes_due or labels_due:
+            await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due, labels=labels_due))
         await pipeline.offer_loop.forget(windows)
+        await pipeline.forget_labels(label_sets)
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:

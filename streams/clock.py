@@ -4,8 +4,11 @@ Every expiry (propensity labels, cart timers, intent sessions, churn by silence,
 windows) runs off ``EventTime.now()``. Flink's rule, applied to Kafka input partitions:
 
 - **A watermark per input partition** (topic, partition), moved only by that partition's
-  events. Between events it advances with the wall clock, so expiries happen on quiet
-  streams too, while a replayed or scripted stream with old timestamps keeps its own time.
+  events. Once a partition has had no event for ``idle_after_s`` it advances with the wall
+  clock from there, so expiries happen on quiet streams too, while a replayed or scripted
+  stream with old timestamps keeps its own time. A pause shorter than that (a rebalance, a
+  slow fetch) does not move it: records that are still to be read may hold purchases that
+  decide a label or convert an offer.
 - **Bounded by the broker's clock.** ``bound(kafka_ts, wall)`` is the latest ``ts`` an event
   may carry: its record's timestamp (or the wall clock, whichever is earlier) plus
   ``max_ahead_s``. The pipeline clamps or dead-letters a later ``ts`` before it gets here, so
@@ -56,8 +59,12 @@ Partition: TypeAlias = tuple[str, int]  # (input topic, partition)
 @dataclass(slots=True)
 class _Watermark:
     ts: float  # the latest event time this partition reached
-    moved_at: float  # wall clock (monotonic) when ``ts`` was set
     seen_at: float  # wall clock (monotonic) of this partition's latest event
+
+    def at(self, now: float, idle_after_s: float) -> float:
+        """The watermark at wall time ``now``: once the partition has been quiet for
+        ``idle_after_s``, it moves on with the wall clock from there."""
+        return self.ts + max(0.0, now - self.seen_at - idle_after_s)
 
 
 class EventTime:
@@ -97,11 +104,10 @@ class EventTime:
         now = self._clock()
         mark = self._marks.get(partition)
         if mark is None:
-            self._marks[partition] = _Watermark(ts, now, now)
+            self._marks[partition] = _Watermark(ts, now)
             return
+        mark.ts = max(ts, mark.at(now, self.idle_after_s))
         mark.seen_at = now
-        if ts > mark.ts + (now - mark.moved_at):
-            mark.ts, mark.moved_at = ts, now
 
     def assign(self, partitions: Iterable[Partition]) -> None:
         """Input partitions this worker now owns (their numbers get a time even before any
@@ -123,7 +129,7 @@ class EventTime:
         now = self._clock()
         groups: dict[int, list[tuple[float, bool]]] = {}
         for (_, n), m in self._marks.items():
-            t = m.ts + (now - m.moved_at)
+            t = m.at(now, self.idle_after_s)
             groups.setdefault(n, []).append((t, now - m.seen_at <= self.idle_after_s))
         worker = self.now()
         times: dict[int, float] = {}
@@ -137,6 +143,11 @@ class EventTime:
             times[n] = self._last_by[n] = max(self._last_by.get(n, 0.0), t)
         return times
 
+    def observed(self) -> set[int]:
+        """The partition numbers with an event since they were assigned (or ever, without
+        ``assign``)."""
+        return {n for _, n in self._marks}
+
     def now(self) -> float:
         """The minimum over active partitions, or the maximum when all are idle (0 if none);
         never less than a time it returned before."""
@@ -144,7 +155,8 @@ class EventTime:
             return self._last
         now = self._clock()
         marks = self._marks.values()
-        times = [(m.ts + (now - m.moved_at), now - m.seen_at <= self.idle_after_s) for m in marks]
+        idle = self.idle_after_s
+        times = [(m.at(now, idle), now - m.seen_at <= idle) for m in marks]
         active = [t for t, is_active in times if is_active]
         t = min(active) if active else max(t for t, _ in times)
         self._last = max(self._last, t)

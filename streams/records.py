@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-__all__ = ["Alert", "DeadLetter", "Offer", "OfferOutcome", "SessionIntent"]
+__all__ = ["Alert", "DeadLetter", "Offer", "OfferOutcome", "PropensityLabel", "SessionIntent"]
 
 OUTPUT_SCHEMA_VERSION = 1
 
@@ -85,4 +85,18 @@ class SessionIntent(faust.Record, serializer="json", include_metadata=False):
     browse: float
     model_version: str
     event_ts: float
+    schema_version: int = OUTPUT_SCHEMA_VERSION
+
+
+class PropensityLabel(faust.Record, serializer="json", include_metadata=False):
+    """A click's purchase label, learned by the propensity model once its horizon closed
+    (optional output: training data and calibration checks downstream). Keyed by customer;
+    ``click_event_id`` is stable, so a label re-emitted after a crash is the same record."""
+
+    click_event_id: str
+    customer_id: str
+    purchased: bool  # the customer bought within the horizon after the click
+    propensity: float  # the probability the model gave at click time
+    click_ts: float  # event time of the click
+    ts: float  # event time the horizon closed at on the click's partition
     schema_version: int = OUTPUT_SCHEMA_VERSION

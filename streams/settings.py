@@ -76,6 +76,8 @@ class TopicSettings(BaseModel):
     suppressions: str = "suppressions"  # opt-outs in: {customer_id, suppressed, reason}
     # Per-click session intent, published only when WorkerSettings.publish_intents is on.
     intents: str = "session-intents"
+    # Resolved propensity labels, published only when WorkerSettings.publish_labels is on.
+    labels: str = "propensity-labels"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -84,9 +86,16 @@ class TopicSettings(BaseModel):
         return (self.clicks, self.purchases, self.feedback)
 
     @property
-    def outputs(self) -> tuple[str, str, str, str, str]:
+    def outputs(self) -> tuple[str, ...]:
         """The topics the scoring agent writes."""
-        return (self.offers, self.alerts, self.dead_letters, self.offer_outcomes, self.intents)
+        return (
+            self.offers,
+            self.alerts,
+            self.dead_letters,
+            self.offer_outcomes,
+            self.intents,
+            self.labels,
+        )
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -122,6 +131,8 @@ class WorkerSettings(BaseModel):
     log_json: bool = False
     # Publish every click's session intent to TopicSettings.intents (one record per click).
     publish_intents: bool = False
+    # Publish every resolved propensity label to TopicSettings.labels (one record per click).
+    publish_labels: bool = False
     data_dir: str = "var/faust"
 
 

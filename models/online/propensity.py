@@ -200,6 +200,20 @@ class PropensityModel:
                 self._remember(customer_id, event_id, ts, p, inp)
         return out
 
+    def predict_clicks(self, X: Sequence[Mapping[str, float]]) -> list[tuple[float, bytes]]:
+        """Purchase probability and packed model inputs of each click, one matrix product,
+        remembering nothing: for callers that keep the pending labels themselves
+        (``models.online.labels``) and hand them back to ``learn_label``."""
+        inputs = [model_inputs(x) for x in X]
+        probas = self._proba_rows([list(inp.values()) for inp in inputs])
+        packed = [array("d", inp.values()).tobytes() for inp in inputs]
+        return list(zip(probas, packed, strict=True))
+
+    def learn_label(self, x: bytes, proba: float, y: bool) -> None:
+        """Learn a resolved click from its packed inputs (``predict_clicks``); ``proba``, the
+        prediction made at click time, updates the progressive-validation metrics first."""
+        self._resolve(_Pending("", 0.0, proba, x), y)
+
     def contributions(self, x: Mapping[str, float], k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` inputs that raise the logit most: weight x standardized input, > 0."""
         inputs = model_inputs(x)

@@ -92,7 +92,10 @@ class WorkerProcess:
 @pytest.fixture
 def stack_env(servers: Any, unique: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
     """Environment for a worker on fresh topics, group, Redis prefix and checkpoint dir."""
-    kinds = ("clicks", "purchases", "feedback", "offers", "alerts", "dl", "outcomes", "suppress")
+    kinds = (
+        "clicks", "purchases", "feedback", "offers", "alerts", "dl", "outcomes", "suppress",
+        "labels", "intents",
+    )  # fmt: skip
     names = {k: unique(k) for k in kinds}
     return {
         "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": servers.bootstrap_servers,
@@ -109,6 +112,8 @@ def stack_env(servers: Any, unique: Callable[[str], str], tmp_path: Path) -> dic
         "STREAMSCORE_TOPICS__DEAD_LETTERS": names["dl"],
         "STREAMSCORE_TOPICS__OFFER_OUTCOMES": names["outcomes"],
         "STREAMSCORE_TOPICS__SUPPRESSIONS": names["suppress"],
+        "STREAMSCORE_TOPICS__LABELS": names["labels"],
+        "STREAMSCORE_TOPICS__INTENTS": names["intents"],
         "STREAMSCORE_TOPICS__PARTITIONS": "2",
         "STREAMSCORE_WORKER__APP_ID": unique("app"),
         "STREAMSCORE_WORKER__WEB_PORT": str(free_port()),

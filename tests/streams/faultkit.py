@@ -36,14 +36,17 @@ __all__ = [
     "applied_ids",
     "committed_and_end",
     "compare_features",
+    "compare_labels",
     "input_index",
     "inputs_of",
     "produce_all",
     "read_features",
+    "read_labels",
     "read_offer_claims",
     "read_outputs",
     "record",
     "simulate",
+    "true_labels",
     "wait_drained",
     "wait_until",
 ]
@@ -74,9 +77,10 @@ class Truth:
 
 
 def simulate(
-    env: dict[str, str], n: int, *, seed: int, customers: int = 500
+    env: dict[str, str], n: int, *, seed: int, customers: int = 500, rate: float = 200.0
 ) -> tuple[list[tuple[str, bytes, bytes]], Truth]:
-    """``n`` simulated events routed to the test's topics, and their ground truth."""
+    """``n`` simulated events routed to the test's topics (``rate`` events per second of event
+    time, starting two hours ago), and their ground truth."""
     topic = {
         "clicks": env["STREAMSCORE_TOPICS__CLICKS"],
         "purchases": env["STREAMSCORE_TOPICS__PURCHASES"],
@@ -86,7 +90,7 @@ def simulate(
     records: list[tuple[str, bytes, bytes]] = []
     truth = Truth()
     rows: dict[str, Counter[str]] = defaultdict(Counter)
-    for e in sim.events(n, rate=200.0):
+    for e in sim.events(n, rate=rate):
         records.append((topic[e.topic], e.key, e.value))
         doc = e.doc
         if doc is None:
@@ -108,6 +112,82 @@ def simulate(
             f[f"{metric}_24h"] = f[f"{metric}_30d"] = float(row[metric])
         truth.features[cid] = f
     return records, truth
+
+
+def true_labels(
+    env: dict[str, str], records: list[tuple[str, bytes, bytes]], horizon_s: float
+) -> dict[str, bool]:
+    """Click event id -> its propensity label, from the input alone: did the same customer
+    buy within ``[ts, ts + horizon_s]``? (What one worker that never stops learns.)"""
+    clicks_topic, purchases_topic = (
+        env["STREAMSCORE_TOPICS__CLICKS"],
+        env["STREAMSCORE_TOPICS__PURCHASES"],
+    )
+    clicks: dict[str, tuple[str, float]] = {}
+    buys: dict[str, list[float]] = defaultdict(list)
+    for topic, _, value in records:
+        if topic not in (clicks_topic, purchases_topic):
+            continue
+        try:
+            doc = orjson.loads(value)
+            cid, ts = doc["customer_id"], float(doc["ts"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # the simulator's malformed records
+        if topic == clicks_topic:
+            clicks.setdefault(doc["event_id"], (cid, ts))
+        else:
+            buys[cid].append(ts)
+    return {
+        eid: any(ts <= b <= ts + horizon_s for b in buys.get(cid, ()))
+        for eid, (cid, ts) in clicks.items()
+    }
+
+
+def read_labels(env: dict[str, str], n: int, timeout: float = 90.0) -> list[dict[str, Any]]:
+    """The labels topic from the start, until it holds ``n`` distinct clicks and then nothing
+    new for 3 s; fails when they do not all arrive within ``timeout``."""
+    topic = env["STREAMSCORE_TOPICS__LABELS"]
+    last = [-1, time.monotonic()]
+
+    def enough(got: dict[str, list[dict[str, Any]]]) -> bool:
+        rows = got.get(topic, [])
+        now = time.monotonic()
+        if len(rows) != last[0]:
+            last[0], last[1] = len(rows), now
+        return len({r["click_event_id"] for r in rows}) >= n and now - last[1] >= 3.0
+
+    got = asyncio.run(
+        consume(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], [topic], until=enough, timeout=timeout)
+    )
+    rows = got.get(topic, [])
+    distinct = len({r["click_event_id"] for r in rows})
+    if distinct < n:
+        raise TimeoutError(f"{distinct} of {n} labels within {timeout}s")
+    return rows
+
+
+def compare_labels(rows: list[dict[str, Any]], truth: dict[str, bool]) -> dict[str, Any]:
+    """How the published labels differ from the true ones: clicks never labeled, labeled
+    wrong, labeled that are no input click, and published twice with different content."""
+    first: dict[str, dict[str, Any]] = {}
+    differing = 0
+    for r in rows:
+        seen = first.setdefault(r["click_event_id"], r)
+        differing += seen != r
+    got = {eid: r["purchased"] for eid, r in first.items()}
+    return {
+        "labels_expected": len(truth),
+        "labels_published": len(rows),
+        "missing": sorted(set(truth) - set(got))[:5],
+        "n_missing": len(set(truth) - set(got)),
+        "wrong": sorted(
+            f"{e}={got[e]}" for e in got.keys() & truth.keys() if got[e] != truth[e]
+        )[:5],
+        "n_wrong": sum(got[e] != truth[e] for e in got.keys() & truth.keys()),
+        "unknown": sorted(set(got) - set(truth))[:5],
+        "repeats_differing": differing,
+        "positives": sum(truth.values()),
+    }
 
 
 def inputs_of(env: dict[str, str]) -> list[str]:

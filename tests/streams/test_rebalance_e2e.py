@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.streams.conftest import produce
-from tests.streams.faultkit import wait_until
+from tests.streams.faultkit import (
+    compare_labels,
+    read_labels,
+    record,
+    simulate,
+    true_labels,
+    wait_until,
+)
 from tests.streams.test_offer_outcomes_e2e import _read
-from tests.streams.test_pipeline_e2e import _routed, click, purchase
+from tests.streams.test_pipeline_e2e import _routed, click, feedback, purchase
 
 T0 = float(int(time.time()) - 7200)
 BUYERS = ("buyer-b", "buyer-a")  # partitions 0, 1
@@ -71,3 +80,63 @@ def test_the_old_owner_raises_no_cart_alert_for_a_customer_whose_partition_moved
     alerts = carts(_read(env, key, lambda v: False, timeout=3.0))
     assert not set(alerts) & set(BUYERS), f"a cart alert for a customer who bought: {alerts}"
     assert len(alerts) == 1, f"only A's own left cart is due on A: {alerts}"
+
+
+@pytest.mark.timeout(300)
+def test_labels_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
+    worker_factory: Any, tmp_path: Path
+) -> None:
+    """Partitions go A -> B -> A mid-stream, with clicks waiting for their labels each time:
+    every click is labeled once, as one worker that never stopped labels it (the true label
+    from the input: a purchase by the same customer within the horizon)."""
+    horizon_s = 300.0
+    env_extra = {
+        "STREAMSCORE_WORKER__PUBLISH_LABELS": "true",
+        "STREAMSCORE_MODELS__PROPENSITY_HORIZON_MINUTES": str(horizon_s / 60),
+        "STREAMSCORE_INTENT__ENABLED": "false",
+        # no partition idles in this test: time moves only with the events (so a pause
+        # between two sends cannot move it past purchases that are sent next)
+        "STREAMSCORE_WORKER__IDLE_PARTITION_S": "600",
+    }
+    a = worker_factory(**env_extra)
+    env = a.env
+    # one event per second of event time, over 100 minutes: 20 horizons
+    records, _ = simulate(env, 6_000, seed=31, customers=300, rate=1.0)
+    truth = true_labels(env, records, horizon_s)
+    thirds = [records[:2_000], records[2_000:4_000], records[4_000:]]
+    a.wait_ready()
+    alone = a.assigned()
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+
+    def send(batch: list[tuple[str, bytes, bytes]]) -> None:
+        asyncio.run(produce(bootstrap, batch))
+
+    send(thirds[0])
+    a.wait_processed(2_000, timeout=90)
+    b = worker_factory(**env_extra)
+    b.wait_ready()
+    wait_until(lambda: 0 < a.assigned() < alone, 60.0, "A to give B a partition")
+    send(thirds[1])
+    wait_until(
+        lambda: sum(int((w.stats() or {}).get("records", 0)) for w in (a, b)) >= 4_000,
+        90.0,
+        "the second third, on A and B",
+    )
+    b.stop()  # SIGTERM: B's partitions go back to A
+    wait_until(lambda: a.assigned() == alone, 60.0, "A to take its partitions back")
+    # the last third, then one click, purchase and feedback per partition a horizon after
+    # the last event, so that every earlier click's horizon closes
+    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
+    push: list[tuple[str, bytes, bytes]] = []
+    for cid in ("later-b", "later-a"):  # partitions 0, 1
+        push += [
+            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
+            purchase(f"{cid}-p", cid, end, 5.0, "books"),
+            feedback(f"{cid}-f", cid, end, 5, None),
+        ]
+    send(thirds[2] + _routed(env, push))
+    rows = read_labels(env, len(truth), timeout=120.0)
+    cmp = compare_labels(rows, truth)
+    record(tmp_path, "labels_a_b_a", cmp)
+    assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
+    assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
