@@ -119,6 +119,7 @@ async def stage_breakdown(stack: Stack, n_events: int, customers: int) -> dict[s
                 total_s += t2 - t
                 publish_s += t2 - t1
                 n += len(batch)
+            resolve = await _resolve_all_labels(pipeline, now)
         finally:
             await producer.stop()
             await pipeline.close()
@@ -132,7 +133,25 @@ async def stage_breakdown(stack: Stack, n_events: int, customers: int) -> dict[s
         "events_per_s_in_process": round(n / total_s, 1),
         "us_per_event": {k: round(v / n * 1e6, 1) for k, v in stages.items()},
         "share": {k: round(v / total_s, 3) for k, v in stages.items()},
+        # the timer's side of the labels: every queued click resolved, learned and retired
+        "labels_resolved": resolve[0],
+        "label_resolve_us_per_label": round(resolve[1] / max(1, resolve[0]) * 1e6, 1),
     }
+
+
+async def _resolve_all_labels(pipeline: Any, now: float) -> tuple[int, float]:
+    """Move the partition's time past every horizon and resolve all pending labels, as the
+    worker's timer does (take, learn, forget); (labels resolved, seconds)."""
+    later = now + pipeline.labels.horizon_s + 60.0
+    for topic in pipeline.settings.topics.inputs:
+        pipeline.clock.observe((topic, 0), later)
+    n, start = 0, time.perf_counter()
+    while True:
+        _, dues = await pipeline.resolve_labels()
+        if not dues:
+            return n, time.perf_counter() - start
+        n += sum(len(d.labels) for d in dues)
+        await pipeline.forget_labels(dues)
 
 
 def _worker_stages(proc: SystemProcess) -> dict[str, Any]:

@@ -180,9 +180,9 @@ def compare_labels(rows: list[dict[str, Any]], truth: dict[str, bool]) -> dict[s
         "labels_published": len(rows),
         "missing": sorted(set(truth) - set(got))[:5],
         "n_missing": len(set(truth) - set(got)),
-        "wrong": sorted(
-            f"{e}={got[e]}" for e in got.keys() & truth.keys() if got[e] != truth[e]
-        )[:5],
+        "wrong": sorted(f"{e}={got[e]}" for e in got.keys() & truth.keys() if got[e] != truth[e])[
+            :5
+        ],
         "n_wrong": sum(got[e] != truth[e] for e in got.keys() & truth.keys()),
         "unknown": sorted(set(got) - set(truth))[:5],
         "repeats_differing": differing,

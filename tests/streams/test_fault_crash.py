@@ -12,19 +12,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.streams.faultkit import (
     compare_features,
+    compare_labels,
     produce_all,
     read_features,
+    read_labels,
     read_offer_claims,
     read_outputs,
     record,
     simulate,
+    true_labels,
     wait_drained,
     wait_until,
 )
+from tests.streams.test_pipeline_e2e import _routed, click, feedback, purchase
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +163,57 @@ def test_rebalance_when_one_of_two_workers_dies_keeps_features_exact(
     assert cmp.lost == 0 and cmp.doubled == 0 and cmp.customers_wrong == 0, (
         f"features differ from the ground truth: {cmp.summary()}; {cmp.example}; {numbers}"
     )
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_mid_stream_then_restart_labels_every_click_once_and_right(
+    worker_factory: Any, tmp_path: Path
+) -> None:
+    """The clicks waiting for their label when the worker dies are labeled by the restarted
+    worker, each once, with the label one worker that never crashed gives it."""
+    horizon_s = 300.0
+    env_extra = {
+        "STREAMSCORE_WORKER__PUBLISH_LABELS": "true",
+        "STREAMSCORE_MODELS__PROPENSITY_HORIZON_MINUTES": str(horizon_s / 60),
+        "STREAMSCORE_INTENT__ENABLED": "false",
+        "STREAMSCORE_WORKER__IDLE_PARTITION_S": "600",  # time moves only with the events
+        # no model checkpoint in the run: the restarted worker's count is its own learning
+        "STREAMSCORE_MODELS__CHECKPOINT_EVERY_S": "3600",
+    }
+    first = worker_factory(**env_extra)
+    env = first.env
+    records, _ = simulate(env, 6_000, seed=37, customers=300, rate=1.0)
+    truth = true_labels(env, records, horizon_s)
+    first.wait_ready()
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    asyncio.run(produce_all(bootstrap, records))
+    stats = first.wait_processed(3_000, timeout=120)
+    assert first.proc is not None
+    first.proc.kill()  # SIGKILL: pending labels, uncommitted offsets and all
+    first.proc.wait()
+    second = worker_factory(**env_extra)
+    second.wait_ready()
+    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
+    push: list[tuple[str, bytes, bytes]] = []
+    for cid in ("later-b", "later-a"):  # partitions 0, 1: every earlier horizon closes
+        push += [
+            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
+            purchase(f"{cid}-p", cid, end, 5.0, "books"),
+            feedback(f"{cid}-f", cid, end, 5, None),
+        ]
+    asyncio.run(produce_all(bootstrap, _routed(env, push)))
+    rows = read_labels(env, len(truth), timeout=120.0)
+    cmp = compare_labels(rows, truth)
+    after = second.stats() or {}
+    cmp.update(
+        killed_after_records=stats.get("records"),
+        labels_learned_before_kill=stats.get("labels_learned"),
+        labels_learned_after_restart=after.get("labels_learned"),
+    )
+    record(tmp_path, "kill9_labels", cmp)
+    assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
+    assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
+    # /stats was read just before the kill, so the first worker may have learned a few more:
+    # the sum can fall short of every label, but never exceed it (nothing learned twice)
+    learned = int(stats.get("labels_learned", 0)) + int(after.get("labels_learned", 0))
+    assert learned <= len(truth), f"labels learned twice: {learned} > {len(truth)}; {cmp}"
