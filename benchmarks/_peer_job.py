@@ -53,14 +53,18 @@ def record(
 
 async def tick(pipeline: Pipeline) -> BatchOutputs:
     """The work of streamscore's 1 s timer: due alerts and expired offer outcomes."""
-    alerts = pipeline.tick()
-    clock = pipeline.clock
-    outcomes, windows = await pipeline.offer_loop.expire(clock.partition_times(), clock.now())
-    # streamscore forgets the windows once their outcomes are acknowledged; the peers publish
-    # after this returns and do not report acks back, so they forget at once (the same Redis
-    # work per tick, at-most-once for a crash in between).
+    alerts = await pipeline.tick()
+    times = pipeline.settled_times()
+    outcomes, windows = await pipeline.offer_loop.expire(times, pipeline.clock.now())
+    labels, label_sets = await pipeline.resolve_labels()
+    carts, cart_sets = await pipeline.resolve_carts()
+    # streamscore forgets windows, labels and carts once their records are acknowledged; the
+    # peers publish after this returns and do not report acks back, so they forget at once
+    # (the same Redis work per tick, at-most-once for a crash in between).
     await pipeline.offer_loop.forget(windows)
-    return BatchOutputs(alerts=alerts, outcomes=outcomes)
+    await pipeline.forget_labels(label_sets)
+    await pipeline.forget_carts(cart_sets)
+    return BatchOutputs(alerts=[*alerts, *carts], outcomes=outcomes, labels=labels)
 
 
 def outputs(topics: TopicSettings, out: BatchOutputs) -> list[Output]:

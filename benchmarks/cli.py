@@ -5,6 +5,7 @@ streamscore bench throughput    max events/s of 1 and 2 workers, per core; stage
 streamscore bench peers         a naive per-event Faust agent and Quix Streams, same job
 streamscore bench memory        worker RSS over many events, Redis bytes per customer
 streamscore bench intent        the session-intent LSTM batching benchmark
+streamscore bench state         partition-owned state: Redis vs. a Kafka changelog (Faust table)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _BENCHMARKS = {
     "peers": "benchmarks.peers",
     "memory": "benchmarks.memory",
     "intent": "benchmarks.intent_batching",
+    "state": "benchmarks.state_store",
 }
 
 

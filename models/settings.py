@@ -99,6 +99,8 @@ class DecisionSettings(BaseModel):
     high_value_intent_min_purchase_prob: float = Field(default=0.8, ge=0, le=1)
     high_value_intent_actions: tuple[str, ...] = ("add_to_cart", "checkout_start")
     early_abandon_prob: float = Field(default=0.8, ge=0, le=1)
+    # customers with a watched cart per input partition (in Redis); beyond it those closest
+    # to a deadline go unwatched
     cart_watch_max_entries: int = Field(default=200_000, ge=1)
     # -- offers that learn (models/decisioning/: outcomes.py, bandit.py, contact.py)
     # A purchase of a target category within this window after an offer is its conversion.

@@ -42,7 +42,8 @@ from faust.types import TP, EventT, StreamT
 from features.cooccurrence import CustomerItems
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
 from features.store import FeatureResult, FeatureStore, FeatureStoreError
-from models.alerts.rules import AlertRules, CartWatch
+from models.alerts.carts import CartStep, CartStore, DueCarts, FiredCart
+from models.alerts.rules import AlertRules
 from models.bundle import ModelBundle
 from models.decisioning.arbiter import Choice
 from models.decisioning.catalog import load_catalog
@@ -107,6 +108,8 @@ class _Decided:
     # with its input partition (``LabelStore.add``)
     pending: list[tuple[int, PendingClick]] = field(default_factory=list)
     buys: list[tuple[int, str, float]] = field(default_factory=list)
+    carts: list[CartStep] = field(default_factory=list)  # the batch's events, for CartStore
+    alerts: list[Alert] = field(default_factory=list)  # raised, before their cool-downs
     times: dict[int, float] = field(default_factory=dict)  # partition times after validate
 
 
@@ -133,6 +136,8 @@ class BatchProgress:
     offers: list[Offer] | None = None  # claimed
     recommended: bool = False
     labeled: bool = False  # clicks and purchases queued for the propensity labels
+    early_carts: list[Alert] | None = None  # cart events applied; the carts fired early
+    alerts: list[Alert] | None = None  # the batch's alerts past their cool-down
     outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
 
 
@@ -146,7 +151,13 @@ class Pipeline:
         self.policy = OfferPolicy(load_catalog(settings.decision.catalog_path), settings.decision)
         self.offer_loop = OfferLoop(settings, self.policy)
         self.alert_rules = AlertRules(settings.decision)
-        self.cart_watch = CartWatch(settings.decision)
+        decision = settings.decision
+        self.carts = CartStore(
+            settings.redis.key_prefix,
+            decision.cart_abandonment_minutes * 60.0,
+            decision.early_abandon_prob,
+            decision.cart_watch_max_entries,
+        )
         self.alerting = Alerting(settings)
         self.recommendations = Recommendations(settings)
         self.labels = LabelStore(
@@ -163,11 +174,7 @@ class Pipeline:
         # The input partition of each recently seen customer, so that state kept in this
         # worker's memory can be dropped when the customer's partition moves (``retain``).
         self._partition_of: OrderedDict[str, int] = OrderedDict()
-        self._partition_cap = max(
-            settings.models.max_pending_labels,
-            settings.decision.cart_watch_max_entries,
-            settings.alerting.churn_max_customers,
-        )
+        self._partition_cap = settings.alerting.churn_max_customers
         # Each partition's event time as of the last batch whose Redis writes are all done,
         # and whether a batch is being handled now: expiries between batches must not run
         # ahead of purchases that were read but are not written yet (``settled_times``).
@@ -185,6 +192,8 @@ class Pipeline:
         await self.store.start()
         await self.offer_loop.start(self.store.client, self.store.with_retry)
         await self.labels.start(self.store.client, self.store.with_retry)
+        await self.carts.start(self.store.client, self.store.with_retry)
+        await self.alerting.cooldown.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
         self.alerting.start(self.models)
         self.recommendations.start(self.store.client, self.store.with_retry)
@@ -228,6 +237,7 @@ class Pipeline:
             doc["feedback_learned"] = self.models.text.sentiment.n_learned
         doc["labels_queued"] = self.labels.queued
         doc["labels_dropped"] = self.labels.dropped
+        doc["carts_evicted"] = self.carts.evicted
         doc.update(self.offer_loop.stats())
         doc.update(self.alerting.stats())
         return doc
@@ -321,7 +331,17 @@ class Pipeline:
                 await self.labels.add(d.pending, d.buys)
                 progress.labeled = True
 
-        await _together(claim(), recommend(), label())
+        async def cart() -> None:
+            if progress.early_carts is None:
+                fired = await self.carts.apply(d.carts)
+                progress.early_carts = await self.alerting.admit(self._cart_alerts(fired))
+
+        async def admit() -> None:  # the cool-downs of the batch's own alerts
+            if progress.alerts is None:
+                progress.alerts = await self.alerting.admit(d.alerts)
+
+        await _together(claim(), recommend(), label(), cart(), admit())
+        out.alerts = [*(progress.alerts or []), *(progress.early_carts or [])]
         out.offers = progress.offers or []
         # A claim that comes back as stored (a replay, or our own retry after a lost reply)
         # is a new object without this run's items; its window, if the offer was published
@@ -410,6 +430,7 @@ class Pipeline:
             out.intents = self._intent_records(valid, intents)
         candidates: list[tuple[Offer, FeatureResult]] = []
         choices: dict[str, Choice] = {}  # offer_event_id -> the arbiter's choice
+        carts: list[CartStep] = []
         now_wall = time.time()
         version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
@@ -439,14 +460,29 @@ class Pipeline:
                 raise
             out.alerts.extend(alerts)
             self.offer_loop.note_alerts(alerts, contacts)
+            if not isinstance(event, Feedback):
+                abandon = intent["abandon"] if intent is not None else None
+                cart_value = result.features.get("cart_value", 0.0)
+                carts.append(CartStep(partitions[event.customer_id], event, cart_value, abandon))
             if choice is not None and offer is not None:
                 choices[offer.offer_event_id] = choice
                 candidates.append((offer, result))
-        out.alerts = self.alerting.admit(out.alerts)
-        out.alerts.extend(self._expire(version, now_wall))
+        raised = [*out.alerts, *self._expire(version, now_wall)]
+        out.alerts = []  # until their cool-downs are checked (``handle``)
         watch.lap("models")
         return _Decided(
-            out, valid, results, recent, candidates, choices, partitions, pending, buys, times
+            out,
+            valid,
+            results,
+            recent,
+            candidates,
+            choices,
+            partitions,
+            pending=pending,
+            buys=buys,
+            carts=carts,
+            alerts=raised,
+            times=times,
         )
 
     def _note_partitions(self, partitions: dict[str, int]) -> None:
@@ -459,18 +495,18 @@ class Pipeline:
 
     def retain(self, owned: set[int]) -> dict[str, int]:
         """After a rebalance: drop the in-memory state of customers whose input partition is
-        no longer this worker's (watched carts, churn state).
+        no longer this worker's (churn state).
 
-        The new owner sees their checkouts now; kept here, their carts would raise false
+        The new owner sees their events now; kept here, their silence would raise false churn
         alerts. What is dropped is lost, not handed over (``docs/architecture.md``); pending
-        propensity labels are not in memory but in Redis, by partition, and go to the new
-        owner whole (``LabelStore``). Returns how many of each were dropped.
+        propensity labels and watched carts are not in memory but in Redis, by partition, and
+        go to the new owner whole (``LabelStore``, ``CartStore``). Returns how many of each
+        were dropped.
         """
         moved = [c for c, p in self._partition_of.items() if p not in owned]
         for customer_id in moved:
             del self._partition_of[customer_id]
         dropped = {
-            "carts": self.cart_watch.forget(moved),
             "churn": self.alerting.churn.forget(moved),
         }
         if moved:
@@ -574,15 +610,6 @@ class Pipeline:
         alerts: list[Alert] = []
         if isinstance(event, Click):
             segment = models.segments.assign(x)
-            self.cart_watch.on_event(event, x)
-            if intent is not None:
-                # a sharp rise in "abandon" with a full cart raises the alert before the timeout
-                due = self.cart_watch.on_intent(
-                    event.customer_id, intent["abandon"], x.get("cart_value", 0.0), ts=event.ts
-                )
-                if due is not None:
-                    early = self.alert_rules.cart_abandonment(due, abandon_prob=intent["abandon"])
-                    alerts.append(_alert(early, version, now_wall, event.ts))
             for a in self.alert_rules.on_click(event, x, propensity, intent):
                 alerts.append(_alert(a, version, now_wall, event.ts))
             watch.lap("models")
@@ -615,41 +642,38 @@ class Pipeline:
         if isinstance(event, Purchase):
             if not result.duplicate and self.intent is not None:
                 self.intent.on_purchase(event)
-            self.cart_watch.on_event(event, x)
             return None, None, alerts
         for a in self.alert_rules.on_feedback(event, x, sentiment):
             alerts.append(_alert(a, version, now_wall, event.ts))
         return None, None, alerts
 
     def _expire(self, version: str, now_wall: float) -> list[Alert]:
-        """Cart timeouts, intent sessions and churn up to the event clock."""
+        """Intent sessions and churn up to the event clock: the alerts raised, before their
+        cool-downs."""
         now = self.clock.now()
         if self.models is None or now == 0.0:
             return []
         if self.intent is not None:
             self.intent.expire(now)
-        due_alerts = [self.alert_rules.cart_abandonment(due) for due in self.cart_watch.due(now)]
-        due_alerts += self.alerting.expire(now)
-        return self.alerting.admit([_alert(a, version, now_wall, a.ts) for a in due_alerts])
+        return [_alert(a, version, now_wall, a.ts) for a in self.alerting.expire(now)]
 
     async def resolve_labels(self) -> tuple[list[PropensityLabel], list[DueLabels]]:
         """Learn the propensity labels whose horizon closed on each owned partition's event
         time; the label records to publish (when ``publish_labels``) and what to ``forget``
         once they are published.
 
-        Only partitions this worker has read an event from since it got them: until then it
-        does not know how far their purchases go. A label resolved before but not forgotten
+        A partition just assigned waits until its topics have been read from (its time is
+        held: ``EventTime.partition_times``). A label resolved before but not forgotten
         (its resolver died) comes back ``again``: published again, not learned again.
         """
         if self.models is None or not self.labels.started:
             return [], []
         publish = self.settings.worker.publish_labels
-        observed = self.clock.observed()
         records: list[PropensityLabel] = []
         dues: list[DueLabels] = []
         try:
             for partition, t in sorted(self.settled_times().items()):
-                if partition not in observed or t <= 0.0:
+                if t <= 0.0:
                     continue
                 due = await self.labels.take(partition, t)
                 if not due.labels:
@@ -674,6 +698,51 @@ class Pipeline:
             logger.warning("propensity labels not resolved yet: %s", exc)
         return records, dues
 
+    def _cart_alerts(self, fired: Sequence[FiredCart]) -> list[Alert]:
+        version = self.model_version
+        now_wall = time.time()
+        return [
+            _alert(
+                self.alert_rules.cart_abandonment(f.cart, abandon_prob=f.abandon),
+                version,
+                now_wall,
+                f.cart.ts,
+            )
+            for f in fired
+        ]
+
+    async def resolve_carts(self) -> tuple[list[Alert], list[DueCarts]]:
+        """The carts abandoned by each owned partition's event time (those the session model
+        did not fire early) as alerts, and what to ``forget_carts`` once they are published.
+        As ``resolve_labels``, on each partition's settled time."""
+        if not self.carts.started:
+            return [], []
+        alerts: list[Alert] = []
+        dues: list[DueCarts] = []
+        try:
+            for partition, t in sorted(self.settled_times().items()):
+                if t <= 0.0:
+                    continue
+                due = await self.carts.take(partition, t)
+                if due.taken:
+                    dues.append(due)
+                    alerts += self._cart_alerts(due.fired)
+        except FeatureStoreError as exc:  # the next tick takes them again, same alert ids
+            logger.warning("abandoned carts not resolved yet: %s", exc)
+        try:
+            return await self.alerting.admit(alerts), dues
+        except FeatureStoreError as exc:  # not forgotten: the next tick takes them again
+            logger.warning("abandoned carts not admitted yet: %s", exc)
+            return [], []
+
+    async def forget_carts(self, dues: Sequence[DueCarts]) -> None:
+        """The alerts of ``dues`` are published: stop watching those carts."""
+        try:
+            for due in dues:
+                await self.carts.forget(due)
+        except FeatureStoreError as exc:  # still due: the next tick re-emits, same ids
+            logger.warning("published cart alerts not yet forgotten: %s", exc)
+
     async def forget_labels(self, dues: Sequence[DueLabels]) -> None:
         """The labels of ``dues`` are learned and published: retire them."""
         try:
@@ -682,13 +751,18 @@ class Pipeline:
         except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
             logger.warning("published propensity labels not yet forgotten: %s", exc)
 
-    def tick(self) -> list[Alert]:
-        """Periodic work between batches: expiries and checkpoints."""
+    async def tick(self) -> list[Alert]:
+        """Periodic work between batches: expiries and checkpoints; the alerts to publish."""
         if not self._started or self.models is None:
             return []
         if time.monotonic() - self._last_checkpoint >= self.settings.models.checkpoint_every_s:
             self.checkpoint()
-        return self._expire(self.model_version, time.time())
+        raised = self._expire(self.model_version, time.time())
+        try:
+            return await self.alerting.admit(raised) if raised else []
+        except FeatureStoreError as exc:
+            logger.warning("%d alerts dropped, cool-downs unavailable: %s", len(raised), exc)
+            return []
 
 
 def _alert(a: Any, version: str, now_wall: float, event_ts: float) -> Alert:
@@ -879,15 +953,18 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.timer(1.0)
     async def tick() -> None:
-        alerts_due = pipeline.tick()
+        alerts_due = await pipeline.tick()
         outcomes_due, windows = await pipeline.offer_loop.expire(
             pipeline.settled_times(), pipeline.clock.now()
         )
         labels_due, label_sets = await pipeline.resolve_labels()
+        carts_due, cart_sets = await pipeline.resolve_carts()
+        alerts_due += carts_due
         if alerts_due or outcomes_due or labels_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due, labels=labels_due))
         await pipeline.offer_loop.forget(windows)
         await pipeline.forget_labels(label_sets)
+        await pipeline.forget_carts(cart_sets)
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:

@@ -17,7 +17,7 @@ from features.events import Event, Feedback, Purchase
 from features.store import FeatureResult
 from models.alerts import rules
 from models.alerts.churn import ChurnWatch, churn_alert
-from models.alerts.cooldown import AlertCooldown, dedup_key
+from models.alerts.cooldown import CooldownStore, dedup_key
 from models.bundle import ModelBundle, new_anomaly
 from models.online.text import FeedbackText
 from streams.records import Alert
@@ -35,8 +35,9 @@ class Alerting:
         self.settings = settings
         a = settings.alerting
         self.churn = ChurnWatch(a)
-        self.cooldown = AlertCooldown.from_minutes(
-            a.cooldown_minutes, a.cooldown_default_minutes, a.cooldown_max_entries
+        # in Redis, under each customer's hash tag: it follows the customer's partition
+        self.cooldown = CooldownStore.from_minutes(
+            settings.redis.key_prefix, a.cooldown_minutes, a.cooldown_default_minutes
         )
 
     def start(self, models: ModelBundle) -> None:
@@ -85,11 +86,15 @@ class Alerting:
         """Churn by silence up to the event-time watermark ``now``."""
         return [churn_alert(s) for s in self.churn.due(now)]
 
-    def admit(self, alerts: list[Alert]) -> list[Alert]:
-        """The alerts past their cool-down, each with its ``dedup_key`` in ``details``."""
+    async def admit(self, alerts: list[Alert]) -> list[Alert]:
+        """The alerts past their cool-down, each with its ``dedup_key`` in ``details`` (one
+        round trip; the same alert again, a retry or a replay, is let through again)."""
+        verdicts = await self.cooldown.allow(
+            [(a.customer_id, a.type, a.event_ts, a.alert_id) for a in alerts]
+        )
         kept = []
-        for alert in alerts:
-            if self.cooldown.allow(alert.customer_id, alert.type, alert.event_ts, alert.alert_id):
+        for alert, ok in zip(alerts, verdicts, strict=True):
+            if ok:
                 details = alert.details if alert.details is not None else {}
                 details["dedup_key"] = dedup_key(alert.customer_id, alert.type)
                 alert.details = details

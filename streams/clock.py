@@ -91,7 +91,8 @@ class EventTime:
         self._clock = time.monotonic if clock is None else clock
         self._marks: dict[Partition, _Watermark] = {}
         self._last = 0.0
-        self._assigned: set[Partition] = set()  # the input partitions this worker owns
+        # the input partitions this worker owns, with the wall time each was assigned at
+        self._assigned: dict[Partition, float] = {}
         self._last_by: dict[int, float] = {}
 
     def bound(self, kafka_ts: float | None, wall: float) -> float:
@@ -110,23 +111,36 @@ class EventTime:
         mark.seen_at = now
 
     def assign(self, partitions: Iterable[Partition]) -> None:
-        """Input partitions this worker now owns (their numbers get a time even before any
-        event arrives)."""
-        self._assigned.update(partitions)
+        """Input partitions this worker now owns. Until one has an event read, or has been
+        assigned for ``idle_after_s``, its number's time is held (``partition_times``)."""
+        now = self._clock()
+        for partition in partitions:
+            self._assigned.setdefault(partition, now)
 
     def revoke(self, partitions: Iterable[Partition]) -> None:
         """Forget partitions this worker no longer owns."""
         for partition in partitions:
             self._marks.pop(partition, None)
-            self._assigned.discard(partition)
+            self._assigned.pop(partition, None)
         owned = {n for _, n in self._assigned} | {n for _, n in self._marks}
         for n in set(self._last_by) - owned:
             del self._last_by[n]
 
     def partition_times(self) -> dict[int, float]:
         """The time of each owned partition number: the rule of ``now`` over its topics'
-        partitions, the worker's time for one without events yet; never backwards."""
+        partitions, the worker's time for one without events yet; never backwards.
+
+        A number with a topic partition assigned less than ``idle_after_s`` ago and not read
+        from yet keeps the time it had (0 for a new one): its unread records (a purchases
+        backlog behind the clicks already read) may still move what is due.
+        """
         now = self._clock()
+        unread = {
+            n
+            for p, at in self._assigned.items()
+            if p not in self._marks and now - at <= self.idle_after_s
+            for n in (p[1],)
+        }
         groups: dict[int, list[tuple[float, bool]]] = {}
         for (_, n), m in self._marks.items():
             t = m.at(now, self.idle_after_s)
@@ -134,6 +148,9 @@ class EventTime:
         worker = self.now()
         times: dict[int, float] = {}
         for n in {n for _, n in self._assigned} | set(groups):
+            if n in unread:
+                times[n] = self._last_by.get(n, 0.0)
+                continue
             marks = groups.get(n)
             if marks is None:
                 t = worker
@@ -142,11 +159,6 @@ class EventTime:
                 t = min(active) if active else max(t for t, _ in marks)
             times[n] = self._last_by[n] = max(self._last_by.get(n, 0.0), t)
         return times
-
-    def observed(self) -> set[int]:
-        """The partition numbers with an event since they were assigned (or ever, without
-        ``assign``)."""
-        return {n for _, n in self._marks}
 
     def now(self) -> float:
         """The minimum over active partitions, or the maximum when all are idle (0 if none);

@@ -4,8 +4,10 @@ Every alert has a dedup key, ``<type>:<customer_id>``; ``AlertCooldown.allow`` l
 through when no other alert of that key lies within the type's cool-down (event time, on either
 side, so out-of-order events cannot squeeze one in). The same ``alert_id`` is always let through
 again: a batch retried after a Redis outage, or a replay, re-emits the alerts it emitted before
-rather than losing them. State is in memory, bounded to ``max_entries`` keys (oldest dropped),
-so a restarted worker may repeat an alert once.
+rather than losing them. ``AlertCooldown`` keeps its state in memory (bounded to
+``max_entries`` keys, oldest dropped): the reference, used offline. The worker uses
+``CooldownStore``, the same rule with its memory in Redis under the customer's hash tag, so a
+restarted worker or a partition's next owner continues the cool-downs.
 
 >>> cooldown = AlertCooldown({"churn_risk": 3600.0}, default_s=60.0)
 >>> cooldown.allow("c1", "churn_risk", 1000.0, "a1")
@@ -22,10 +24,23 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
-__all__ = ["AlertCooldown", "dedup_key"]
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from features.keys import customer_key
+from features.session_log import Retry
+from features.store import FeatureStoreError
+
+__all__ = ["AlertCooldown", "CooldownStore", "dedup_key"]
+
+logger = logging.getLogger(__name__)
 
 
 def dedup_key(customer_id: str, alert_type: str) -> str:
@@ -81,3 +96,122 @@ class AlertCooldown:
         if len(self._last) > self.max_entries:
             self._last.popitem(last=False)
         return True
+
+
+_ALLOW: Final = r"""
+-- KEYS[1]: the customer's cool-down hash, type -> 'ts|alert_id' of the last alert let through
+-- ARGV: ttl_ms, then {type, ts, alert_id, window_s} per alert, in order. Returns 1/0 each.
+local out = {}
+for i = 2, #ARGV, 4 do
+  local kind, ts, id, window = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+  local last = redis.call('HGET', KEYS[1], kind)
+  local ok = 1
+  if last then
+    local sep = string.find(last, '|', 1, true)
+    local last_ts, last_id = tonumber(string.sub(last, 1, sep - 1)), string.sub(last, sep + 1)
+    if last_id ~= id and math.abs(ts - last_ts) < window then ok = 0 end
+    if last_id == id then ok = 2 end
+  end
+  if ok == 1 then redis.call('HSET', KEYS[1], kind, ARGV[i + 1] .. '|' .. id) end
+  out[#out + 1] = ok > 0 and 1 or 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
+
+class CooldownStore:
+    """``AlertCooldown``'s rule with its memory in Redis, under each customer's hash tag
+    (``{p}:{cid}:cooldown``), so a restarted worker or a partition's next owner applies the
+    cool-downs the previous one started. Keys expire after the longest cool-down.
+
+    ``allow`` decides a batch of alerts in order: one script call per customer, one round
+    trip. The same ``alert_id`` is let through again (a retry or a replay re-emits it).
+    """
+
+    def __init__(
+        self,
+        key_prefix: str,
+        cooldown_s: Mapping[str, float] | None = None,
+        default_s: float = 3600.0,
+    ) -> None:
+        self.key_prefix = key_prefix
+        self.cooldown_s = dict(cooldown_s or {})
+        self.default_s = default_s
+        longest = max([default_s, *self.cooldown_s.values()])
+        self._ttl_ms = int(max(longest, 1.0) * 2_000)  # either side of an alert's time
+        self._sha = hashlib.sha1(_ALLOW.encode()).hexdigest()
+        self._client: Redis | RedisCluster | None = None
+        self._retry: Retry | None = None
+        self.suppressed = 0
+
+    @classmethod
+    def from_minutes(
+        cls, key_prefix: str, minutes: Mapping[str, float], default_minutes: float
+    ) -> CooldownStore:
+        return cls(key_prefix, {k: v * 60.0 for k, v in minutes.items()}, default_minutes * 60.0)
+
+    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
+        self._client = client
+        self._retry = retry
+        await self._call(self._load)
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    async def allow(self, alerts: Sequence[tuple[str, str, float, str]]) -> list[bool]:
+        """For each ``(customer_id, type, event ts, alert_id)``: let it through?"""
+        if not alerts:
+            return []
+        per: dict[str, list[int]] = {}
+        for k, (cid, _, _, _) in enumerate(alerts):
+            per.setdefault(cid, []).append(k)
+        cids = list(per)
+
+        async def op() -> list[Any]:
+            client = self._require()
+            pipe = client.pipeline(transaction=False)
+            for cid in cids:
+                argv: list[Any] = [self._ttl_ms]
+                for k in per[cid]:
+                    _, kind, ts, alert_id = alerts[k]
+                    argv += [
+                        kind,
+                        repr(float(ts)),
+                        alert_id,
+                        self.cooldown_s.get(kind, self.default_s),
+                    ]
+                pipe.evalsha(self._sha, 1, customer_key(self.key_prefix, cid, "cooldown"), *argv)
+            return await pipe.execute()
+
+        out = [True] * len(alerts)
+        for cid, reply in zip(cids, await self._call(op), strict=True):
+            for k, ok in zip(per[cid], reply, strict=True):
+                out[k] = bool(ok)
+        self.suppressed += out.count(False)
+        return out
+
+    def _require(self) -> Redis | RedisCluster:
+        if self._client is None:
+            raise FeatureStoreError("CooldownStore is not started: await start(client) first")
+        return self._client
+
+    async def _load(self) -> None:
+        await self._require().script_load(_ALLOW)
+
+    async def _call(self, op: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await op()
+            except rex.NoScriptError:
+                logger.warning("Redis lost the cool-down script; reloading it")
+                await self._load()
+                return await op()
+
+        if self._retry is not None:
+            return await self._retry("alert cool-downs", once)
+        try:
+            return await once()
+        except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+            raise FeatureStoreError(f"Redis unavailable for alert cool-downs: {exc}") from exc

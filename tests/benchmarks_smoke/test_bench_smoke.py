@@ -55,3 +55,11 @@ def test_memory_quick(tmp_path: Path) -> None:
 
 def test_unknown_benchmark_is_an_error() -> None:
     assert bench_main(["nope"]) == 2
+
+
+def test_state_store_quick(tmp_path: Path) -> None:
+    assert bench_main(["state", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "state_store")
+    assert (tmp_path / "state_store.png").stat().st_size > 0
+    rows = {r["store"]: r for r in doc["results"]}
+    assert rows["redis"]["write_us_per_entry"] > 0 and rows["changelog"]["resume_s"] > 0

@@ -68,8 +68,12 @@ def test_each_partition_number_keeps_its_own_time() -> None:
     t.observe(("clicks", 0), 5_000.0)
     t.observe(("purchases", 0), 4_000.0)  # this customer group's purchases lag
     t.observe(("clicks", 1), 9_000.0)
-    # partition 2 has had no event: it follows the worker's time (the slowest active one)
-    assert t.partition_times() == {0: 4_000.0, 1: 9_000.0, 2: 4_000.0}
+    # partition 2 has not been read from yet: its unread records could hold purchases that
+    # decide what is due, so its time is held; once idle, it follows the worker's time
+    assert t.partition_times() == {0: 4_000.0, 1: 9_000.0, 2: 0.0}
+    wall.t = 6.0
+    assert t.partition_times()[2] == t.now() == pytest.approx(9_001.0)
+    wall.t = 0.0
     t.revoke([("clicks", 1)])
     assert set(t.partition_times()) == {0, 2}, "a revoked partition is no longer expired here"
 

@@ -165,17 +165,40 @@ def test_rebalance_when_one_of_two_workers_dies_keeps_features_exact(
     )
 
 
-@pytest.mark.timeout(300)
-def test_kill_9_mid_stream_then_restart_labels_every_click_once_and_right(
-    worker_factory: Any, tmp_path: Path
+def _fresh(env: dict[str, str], unique: Any, where: Path) -> dict[str, str]:
+    """Overrides that give a worker its own topics, group, Redis prefix and directories."""
+    out = {
+        k: unique(k.rsplit("__", 1)[1].lower())
+        for k in env
+        if k.startswith("STREAMSCORE_TOPICS__")
+        and not k.endswith(("PARTITIONS", "REPLICATION_FACTOR"))
+    }
+    out["STREAMSCORE_REDIS__KEY_PREFIX"] = unique("ss")
+    out["STREAMSCORE_WORKER__APP_ID"] = unique("app")
+    out["STREAMSCORE_MODELS__CHECKPOINT_DIR"] = str(where / "checkpoints")
+    out["STREAMSCORE_WORKER__DATA_DIR"] = str(where / "faust")
+    where.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _cart_alerts(env: dict[str, str]) -> set[str]:
+    return {a["alert_id"] for a in read_outputs(env).alerts if a["type"] == "cart_abandonment"}
+
+
+@pytest.mark.timeout(360)
+def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
+    worker_factory: Any, unique: Any, tmp_path: Path
 ) -> None:
-    """The clicks waiting for their label when the worker dies are labeled by the restarted
-    worker, each once, with the label one worker that never crashed gives it."""
+    """What waits for event time when the worker dies (clicks for their label, carts for
+    their timeout, the cool-downs between alerts) is continued by the restarted worker: every
+    click is labeled once, with the label one worker that never crashed gives it, and the cart
+    alerts are those of a run without the crash."""
     horizon_s = 300.0
     env_extra = {
         "STREAMSCORE_WORKER__PUBLISH_LABELS": "true",
         "STREAMSCORE_MODELS__PROPENSITY_HORIZON_MINUTES": str(horizon_s / 60),
-        "STREAMSCORE_INTENT__ENABLED": "false",
+        "STREAMSCORE_DECISION__CART_ABANDONMENT_MINUTES": str(horizon_s / 60),
+        "STREAMSCORE_INTENT__ENABLED": "false",  # no early, model-driven cart alerts
         "STREAMSCORE_WORKER__IDLE_PARTITION_S": "600",  # time moves only with the events
         # no model checkpoint in the run: the restarted worker's count is its own learning
         "STREAMSCORE_MODELS__CHECKPOINT_EVERY_S": "3600",
@@ -184,36 +207,55 @@ def test_kill_9_mid_stream_then_restart_labels_every_click_once_and_right(
     env = first.env
     records, _ = simulate(env, 6_000, seed=37, customers=300, rate=1.0)
     truth = true_labels(env, records, horizon_s)
-    first.wait_ready()
-    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
-    asyncio.run(produce_all(bootstrap, records))
-    stats = first.wait_processed(3_000, timeout=120)
-    assert first.proc is not None
-    first.proc.kill()  # SIGKILL: pending labels, uncommitted offsets and all
-    first.proc.wait()
-    second = worker_factory(**env_extra)
-    second.wait_ready()
     end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
     push: list[tuple[str, bytes, bytes]] = []
-    for cid in ("later-b", "later-a"):  # partitions 0, 1: every earlier horizon closes
+    for cid in ("later-b", "later-a"):  # partitions 0, 1: every earlier deadline passes
         push += [
             click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
             purchase(f"{cid}-p", cid, end, 5.0, "books"),
             feedback(f"{cid}-f", cid, end, 5, None),
         ]
+
+    # the reference: the same input through a worker that never crashes
+    ref = worker_factory(**env_extra, **_fresh(env, unique, tmp_path / "ref"))
+    ref.wait_ready()
+    topic = {env[k]: ref.env[k] for k in env if k.startswith("STREAMSCORE_TOPICS__")}
+    routed = [(topic[t], k, v) for t, k, v in records]
+    asyncio.run(produce_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], routed))
+    asyncio.run(produce_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], _routed(ref.env, push)))
+    read_labels(ref.env, len(truth), timeout=120.0)
+    want_carts = _cart_alerts(ref.env)
+    ref.stop()
+
+    first.wait_ready()
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    asyncio.run(produce_all(bootstrap, records))
+    stats = first.wait_processed(3_000, timeout=120)
+    assert first.proc is not None
+    first.proc.kill()  # SIGKILL: pending labels, carts, uncommitted offsets and all
+    first.proc.wait()
+    second = worker_factory(**env_extra)
+    second.wait_ready()
     asyncio.run(produce_all(bootstrap, _routed(env, push)))
     rows = read_labels(env, len(truth), timeout=120.0)
     cmp = compare_labels(rows, truth)
+    got_carts = _cart_alerts(env)
     after = second.stats() or {}
     cmp.update(
         killed_after_records=stats.get("records"),
         labels_learned_before_kill=stats.get("labels_learned"),
         labels_learned_after_restart=after.get("labels_learned"),
+        cart_alerts=len(got_carts),
+        cart_alerts_without_crash=len(want_carts),
+        cart_alerts_missing=sorted(want_carts - got_carts),
+        cart_alerts_extra=sorted(got_carts - want_carts),
     )
-    record(tmp_path, "kill9_labels", cmp)
+    record(tmp_path, "kill9_state", cmp)
     assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
     assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
     # /stats was read just before the kill, so the first worker may have learned a few more:
     # the sum can fall short of every label, but never exceed it (nothing learned twice)
     learned = int(stats.get("labels_learned", 0)) + int(after.get("labels_learned", 0))
     assert learned <= len(truth), f"labels learned twice: {learned} > {len(truth)}; {cmp}"
+    assert want_carts, "the stream should abandon some carts"
+    assert got_carts == want_carts, cmp

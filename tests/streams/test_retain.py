@@ -1,4 +1,5 @@
-"""After a rebalance a worker keeps in memory only the state of its own partitions' customers."""
+"""After a rebalance a worker keeps in memory only the state of its own partitions' customers
+(the churn watch; labels and carts live in Redis by partition)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _record(cid: str, partition: int) -> tuple[str, int, int, bytes, bytes, floa
     return ("clicks", partition, 0, cid.encode(), orjson.dumps(doc), T)
 
 
-def test_retain_drops_carts_and_churn_of_customers_on_other_partitions() -> None:
+def test_retain_drops_the_churn_state_of_customers_on_other_partitions() -> None:
     pipeline = Pipeline(Settings())
     pipeline.models = ModelBundle(Settings().models)
     valid, _, _, partitions = pipeline.validate([_record("stays", 0), _record("moves", 1)])
@@ -28,14 +29,11 @@ def test_retain_drops_carts_and_churn_of_customers_on_other_partitions() -> None
     features = {"cart_value": 50.0, "clicks_24h": 40.0, "clicks_30d": 300.0}
     for event in valid:
         assert isinstance(event, Click)
-        pipeline.cart_watch.on_event(event, features)
         pipeline.alerting.churn.observe(event.customer_id, event.event_id, T, features)
-    assert len(pipeline.cart_watch) == 2
     assert len(pipeline.alerting.churn) == 2
 
     dropped = pipeline.retain({0})
 
-    assert dropped == {"carts": 1, "churn": 1}
-    assert pipeline.cart_watch.deadline("moves") is None
-    assert pipeline.cart_watch.deadline("stays") is not None
-    assert pipeline.retain({0}) == {"carts": 0, "churn": 0}
+    assert dropped == {"churn": 1}
+    assert len(pipeline.alerting.churn) == 1
+    assert pipeline.retain({0}) == {"churn": 0}

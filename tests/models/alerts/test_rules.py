@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from features.events import Click, Feedback, Purchase, PurchaseItem
-from models.alerts.rules import Alert, AlertRules, CartWatch, DueCart
+from models.alerts.rules import Alert, AlertRules, DueCart
 from models.ids import alert_id, offer_event_id
 from models.settings import DecisionSettings
 
@@ -37,10 +35,6 @@ def purchase(ts: float = TS, customer: str = "c1") -> Purchase:
 @pytest.fixture
 def rules() -> AlertRules:
     return AlertRules(DecisionSettings())
-
-
-def make_watch(**settings: Any) -> CartWatch:
-    return CartWatch(DecisionSettings(cart_abandonment_minutes=30, **settings))
 
 
 # -- negative feedback ----------------------------------------------------------------------------
@@ -140,115 +134,6 @@ def test_evaluate_dispatches_by_kind(rules: AlertRules) -> None:
 
 
 # -- cart abandonment -----------------------------------------------------------------------------
-
-
-def test_cart_expires_after_the_window() -> None:
-    watch = make_watch()
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    assert len(watch) == 1 and watch.deadline("c1") == TS + WINDOW_S
-    assert watch.due(TS + WINDOW_S - 1) == []
-    assert watch.due(TS + WINDOW_S) == [DueCart("c1", "e1", 40.0, TS + WINDOW_S)]
-    assert watch.due(TS + 10 * WINDOW_S) == [] and len(watch) == 0
-
-
-def test_add_to_cart_re_arms_with_the_latest_trigger() -> None:
-    watch = make_watch()
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    watch.on_event(click("view", TS + 60, "e2"), {"cart_value": 40.0})  # views do not re-arm
-    watch.on_event(click("add_to_cart", TS + 600, "e3"), {"cart_value": 90.0})
-    assert watch.due(TS + WINDOW_S) == []
-    assert watch.due(TS + 600 + WINDOW_S) == [DueCart("c1", "e3", 90.0, TS + 600 + WINDOW_S)]
-
-
-@pytest.mark.parametrize(
-    ("event", "features"),
-    [
-        (click("checkout_start", TS + 60, "e2"), {"cart_value": 40.0}),
-        (purchase(TS + 60), {"cart_value": 0.0}),
-        (click("remove_from_cart", TS + 60, "e2"), {"cart_value": 0.0}),
-    ],
-)
-def test_checkout_purchase_or_empty_cart_cancels(event: Any, features: dict[str, float]) -> None:
-    watch = make_watch()
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    watch.on_event(event, features)
-    assert len(watch) == 0
-    assert watch.due(TS + 2 * WINDOW_S) == []
-
-
-def test_partial_removal_keeps_the_deadline_and_updates_the_value() -> None:
-    watch = make_watch()
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    watch.on_event(click("remove_from_cart", TS + 60, "e2"), {"cart_value": 15.0})
-    assert watch.due(TS + WINDOW_S) == [DueCart("c1", "e1", 15.0, TS + WINDOW_S)]
-
-
-def test_ignored_events() -> None:
-    watch = make_watch()
-    watch.on_event(click("add_to_cart"), {"cart_value": 0.0})  # nothing in the cart
-    watch.on_event(click("checkout_start"), {"cart_value": 10.0})  # nothing watched
-    watch.on_event(feedback(1), {"cart_value": 10.0})
-    assert len(watch) == 0
-    watch.on_event(click("add_to_cart", TS, "e1"), {"cart_value": 40.0})
-    # A late checkout from before the cart was filled neither cancels nor moves it.
-    watch.on_event(click("checkout_start", TS - 5, "e0"), {"cart_value": 40.0})
-    watch.on_event(click("add_to_cart", TS - 10, "e-1"), {"cart_value": 30.0})
-    assert watch.deadline("c1") == TS + WINDOW_S
-    assert watch.due(TS + WINDOW_S) == [DueCart("c1", "e1", 40.0, TS + WINDOW_S)]
-
-
-def test_due_pops_in_deadline_order_across_customers() -> None:
-    watch = make_watch()
-    for i, customer in enumerate(["c3", "c1", "c2"]):
-        watch.on_event(click("add_to_cart", TS - i * 10, f"e{i}", customer), {"cart_value": 1.0})
-    due = watch.due(TS + WINDOW_S)
-    assert [d.customer_id for d in due] == ["c2", "c1", "c3"]
-
-
-def test_cart_watch_is_bounded() -> None:
-    watch = make_watch(cart_watch_max_entries=3)
-    for i in range(5):
-        watch.on_event(click("add_to_cart", TS + i, f"e{i}", f"c{i}"), {"cart_value": 1.0})
-    assert len(watch) == 3 and watch.evicted == 2
-    assert watch.deadline("c0") is None and watch.deadline("c1") is None
-    assert [d.customer_id for d in watch.due(TS + 2 * WINDOW_S)] == ["c2", "c3", "c4"]
-
-
-def test_heap_stays_small_under_repeated_re_arming() -> None:
-    watch = make_watch()
-    for i in range(5_000):
-        watch.on_event(click("add_to_cart", TS + i, f"e{i}"), {"cart_value": 1.0})
-    assert len(watch) == 1
-    assert len(watch._heap) <= 2 * len(watch) + 1024 + 1
-    assert watch.due(TS + 10 * WINDOW_S) == [DueCart("c1", "e4999", 1.0, TS + 4999 + WINDOW_S)]
-
-
-def test_early_trigger_fires_once_per_cart() -> None:
-    watch = make_watch(early_abandon_prob=0.8)
-    assert watch.on_intent("c1", 0.95, 40.0) is None  # no cart watched
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    watch.on_event(click("view", TS + 120, "e2"), {"cart_value": 40.0})
-    assert watch.on_intent("c1", 0.79, 40.0) is None
-    assert watch.on_intent("c1", 0.95, 0.0) is None  # empty cart
-    early = watch.on_intent("c1", 0.9, 40.0)
-    assert early == DueCart("c1", "e1", 40.0, TS + 120)  # at the latest event seen
-    assert watch.on_intent("c1", 0.99, 40.0, ts=TS + 200) is None  # once per cart
-    watch.on_event(click("add_to_cart", TS + 300, "e3"), {"cart_value": 60.0})
-    assert watch.on_intent("c1", 0.99, 60.0) is None  # same cart, still fired
-    assert watch.due(TS + 300 + WINDOW_S) == []  # no second alert when it expires
-    # Once the fired cart has expired, a new cart can fire again.
-    watch.on_event(click("add_to_cart", TS + 4000, "e4"), {"cart_value": 20.0})
-    assert watch.on_intent("c1", 0.9, 20.0, ts=TS + 4100) == DueCart("c1", "e4", 20.0, TS + 4100)
-
-
-def test_checkout_resets_the_early_trigger() -> None:
-    watch = make_watch(early_abandon_prob=0.8)
-    watch.on_event(click("add_to_cart"), {"cart_value": 40.0})
-    assert watch.on_intent("c1", 0.9, 40.0) is not None
-    watch.on_event(click("checkout_start", TS + 10, "e2"), {"cart_value": 40.0})
-    assert len(watch) == 0
-    watch.on_event(click("add_to_cart", TS + 20, "e3"), {"cart_value": 10.0})
-    assert watch.on_intent("c1", 0.9, 10.0) == DueCart("c1", "e3", 10.0, TS + 20)
 
 
 def test_cart_abandonment_alert(rules: AlertRules) -> None:
