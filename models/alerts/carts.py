@@ -122,7 +122,7 @@ _APPLY: Final = r"""
 __CODEC__
 local carts, due = KEYS[1], KEYS[2]
 local window, cap, early = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cache, order = {}, {}
+local cache, order, dirty = {}, {}, {}
 local function load(cid)
   if cache[cid] == nil then
     cache[cid] = dec(redis.call('HGET', carts, cid))
@@ -130,6 +130,7 @@ local function load(cid)
   end
   return cache[cid]
 end
+local function touch(cid) dirty[cid] = true end
 local fired = {}
 for i = 4, #ARGV, 8 do
   local cid, kind, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -139,7 +140,7 @@ for i = 4, #ARGV, 8 do
   if kind == 'p' or action == 'checkout_start' then
     local seen = false
     for _, t in ipairs(h.e) do if t == ts then seen = true end end
-    if not seen then h.e[#h.e + 1] = ts end
+    if not seen then h.e[#h.e + 1] = ts; touch(cid) end
   end
   if kind == 'p' or action == 'add_to_cart' or action == 'remove_from_cart' then
     -- the price log: the cart's value by event time, whatever order the topics are read in
@@ -150,12 +151,13 @@ for i = 4, #ARGV, 8 do
       if action == 'add_to_cart' then d = price elseif kind == 'c' then d = -price end
       h.p[#h.p + 1] = {t = ts, i = eid, d = d, P = kind == 'p' and 1 or nil,
                        R = action == 'remove_from_cart' and 1 or nil}
+      touch(cid)
     end
   end
   if action == 'add_to_cart' and not h.d[eid] then
     local seen = false
     for _, a in ipairs(h.a) do if a.i == eid then seen = true end end
-    if not seen then h.a[#h.a + 1] = {t = ts, i = eid, v = value} end
+    if not seen then h.a[#h.a + 1] = {t = ts, i = eid, v = value}; touch(cid) end
   end
   if kind == 'c' and abandon then
     -- the cart this click sees: the latest add at or before it, not ended since
@@ -173,12 +175,15 @@ for i = 4, #ARGV, 8 do
         fired[#fired + 1] = {cid, cur.i, cur.fv, cur.ft, cur.fa, '1'}
       elseif cur.f == nil and value > 0 and abandon >= early then
         cur.f, cur.fv, cur.ft, cur.fa = eid, value, ts, abandon
+        touch(cid)
         fired[#fired + 1] = {cid, cur.i, value, ts, abandon, '0'}
       end
     end
   end
 end
-for _, cid in ipairs(order) do save(carts, due, cid, cache[cid], window) end
+for _, cid in ipairs(order) do
+  if dirty[cid] then save(carts, due, cid, cache[cid], window) end
+end
 local over = redis.call('ZCARD', due) - cap
 local evicted = 0
 if over > 0 then  -- the customers closest to a deadline go unwatched
@@ -308,6 +313,7 @@ return 1
 """.replace("__CODEC__", _CODEC)
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
+_CART_ACTIONS: Final = frozenset({"add_to_cart", "remove_from_cart", "checkout_start"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +380,10 @@ class CartStore:
             e = s.event
             if isinstance(e, Click):
                 kind, action = "c", e.action
+                if action not in _CART_ACTIONS and (
+                    s.abandon is None or s.abandon < self.early_prob
+                ):
+                    continue  # changes no cart and cannot fire one early
             elif isinstance(e, Purchase):
                 kind, action = "p", ""
             else:

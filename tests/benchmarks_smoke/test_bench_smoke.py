@@ -62,4 +62,5 @@ def test_state_store_quick(tmp_path: Path) -> None:
     doc = _load(tmp_path, "state_store")
     assert (tmp_path / "state_store.png").stat().st_size > 0
     rows = {r["store"]: r for r in doc["results"]}
-    assert rows["redis"]["write_us_per_entry"] > 0 and rows["changelog"]["resume_s"] > 0
+    assert rows["redis"]["write_us_per_entry"] > 0 and rows["redis"]["resolve_us_per_entry"] > 0
+    assert rows["changelog"]["recovery_s_per_100k"] > 0
