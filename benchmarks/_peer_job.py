@@ -53,18 +53,20 @@ def record(
 
 async def tick(pipeline: Pipeline) -> BatchOutputs:
     """The work of streamscore's 1 s timer: due alerts and expired offer outcomes."""
-    alerts = await pipeline.tick()
+    pipeline.tick()
     times = pipeline.settled_times()
     outcomes, windows = await pipeline.offer_loop.expire(times, pipeline.clock.now())
     labels, label_sets = await pipeline.resolve_labels()
     carts, cart_sets = await pipeline.resolve_carts()
+    churn, churn_sets = await pipeline.resolve_churn()
     # streamscore forgets windows, labels and carts once their records are acknowledged; the
     # peers publish after this returns and do not report acks back, so they forget at once
     # (the same Redis work per tick, at-most-once for a crash in between).
     await pipeline.offer_loop.forget(windows)
     await pipeline.forget_labels(label_sets)
     await pipeline.forget_carts(cart_sets)
-    return BatchOutputs(alerts=[*alerts, *carts], outcomes=outcomes, labels=labels)
+    await pipeline.forget_churn(churn_sets)
+    return BatchOutputs(alerts=[*carts, *churn], outcomes=outcomes, labels=labels)
 
 
 def outputs(topics: TopicSettings, out: BatchOutputs) -> list[Output]:

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,6 +43,8 @@ from features.cooccurrence import CustomerItems
 from features.events import Click, Event, Feedback, InvalidEvent, Limits, Purchase, parse_event
 from features.store import FeatureResult, FeatureStore, FeatureStoreError
 from models.alerts.carts import CartStep, CartStore, DueCarts, FiredCart
+from models.alerts.churn import churn_alert
+from models.alerts.churn_store import ChurnStep, DueSilences, RaisedChurn
 from models.alerts.rules import AlertRules
 from models.bundle import ModelBundle
 from models.decisioning.arbiter import Choice
@@ -110,6 +112,7 @@ class _Decided:
     buys: list[tuple[int, str, float]] = field(default_factory=list)
     carts: list[CartStep] = field(default_factory=list)  # the batch's events, for CartStore
     alerts: list[Alert] = field(default_factory=list)  # raised, before their cool-downs
+    churn: list[ChurnStep] = field(default_factory=list)  # the batch's clicks and purchases
     times: dict[int, float] = field(default_factory=dict)  # partition times after validate
 
 
@@ -138,6 +141,7 @@ class BatchProgress:
     labeled: bool = False  # clicks and purchases queued for the propensity labels
     early_carts: list[Alert] | None = None  # cart events applied; the carts fired early
     alerts: list[Alert] | None = None  # the batch's alerts past their cool-down
+    churn_alerts: list[Alert] | None = None  # churn observed; its alerts past their cool-down
     outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
 
 
@@ -171,10 +175,6 @@ class Pipeline:
         self.intent: IntentService | None = None
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
         self.metrics = Metrics(self._kind_by_topic)
-        # The input partition of each recently seen customer, so that state kept in this
-        # worker's memory can be dropped when the customer's partition moves (``retain``).
-        self._partition_of: OrderedDict[str, int] = OrderedDict()
-        self._partition_cap = settings.alerting.churn_max_customers
         # Each partition's event time as of the last batch whose Redis writes are all done,
         # and whether a batch is being handled now: expiries between batches must not run
         # ahead of purchases that were read but are not written yet (``settled_times``).
@@ -194,6 +194,7 @@ class Pipeline:
         await self.labels.start(self.store.client, self.store.with_retry)
         await self.carts.start(self.store.client, self.store.with_retry)
         await self.alerting.cooldown.start(self.store.client, self.store.with_retry)
+        await self.alerting.churn.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
         self.alerting.start(self.models)
         self.recommendations.start(self.store.client, self.store.with_retry)
@@ -291,7 +292,6 @@ class Pipeline:
             self.clock.observe((topic, partition), event.ts)
             partitions[event.customer_id] = partition
             valid.append(event)
-        self._note_partitions(partitions)
         return Validated(valid, dead, clamped, partitions)
 
     async def handle(
@@ -340,8 +340,17 @@ class Pipeline:
             if progress.alerts is None:
                 progress.alerts = await self.alerting.admit(d.alerts)
 
-        await _together(claim(), recommend(), label(), cart(), admit())
-        out.alerts = [*(progress.alerts or []), *(progress.early_carts or [])]
+        async def churn() -> None:
+            if progress.churn_alerts is None:
+                raised = await self.alerting.churn.observe(d.churn)
+                progress.churn_alerts = await self.alerting.admit(self._churn_alerts(raised))
+
+        await _together(claim(), recommend(), label(), cart(), admit(), churn())
+        out.alerts = [
+            *(progress.alerts or []),
+            *(progress.early_carts or []),
+            *(progress.churn_alerts or []),
+        ]
         out.offers = progress.offers or []
         # A claim that comes back as stored (a replay, or our own retry after a lost reply)
         # is a new object without this run's items; its window, if the offer was published
@@ -431,6 +440,7 @@ class Pipeline:
         candidates: list[tuple[Offer, FeatureResult]] = []
         choices: dict[str, Choice] = {}  # offer_event_id -> the arbiter's choice
         carts: list[CartStep] = []
+        churn: list[ChurnStep] = []
         now_wall = time.time()
         version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
@@ -461,14 +471,26 @@ class Pipeline:
             out.alerts.extend(alerts)
             self.offer_loop.note_alerts(alerts, contacts)
             if not isinstance(event, Feedback):
+                partition = partitions[event.customer_id]
                 abandon = intent["abandon"] if intent is not None else None
-                cart_value = result.features.get("cart_value", 0.0)
-                carts.append(CartStep(partitions[event.customer_id], event, cart_value, abandon))
+                x = result.features
+                carts.append(CartStep(partition, event, x.get("cart_value", 0.0), abandon))
+                churn.append(
+                    ChurnStep(
+                        partition,
+                        event.customer_id,
+                        event.event_id,
+                        event.ts,
+                        x.get("clicks_24h", 0.0),
+                        x.get("clicks_30d", 0.0),
+                        x.get("spend_30d", 0.0),
+                    )
+                )
             if choice is not None and offer is not None:
                 choices[offer.offer_event_id] = choice
                 candidates.append((offer, result))
-        raised = [*out.alerts, *self._expire(version, now_wall)]
-        out.alerts = []  # until their cool-downs are checked (``handle``)
+        self._expire()
+        raised, out.alerts = out.alerts, []  # until their cool-downs are checked (``handle``)
         watch.lap("models")
         return _Decided(
             out,
@@ -482,38 +504,9 @@ class Pipeline:
             buys=buys,
             carts=carts,
             alerts=raised,
+            churn=churn,
             times=times,
         )
-
-    def _note_partitions(self, partitions: dict[str, int]) -> None:
-        owner = self._partition_of
-        for customer_id, partition in partitions.items():
-            owner[customer_id] = partition
-            owner.move_to_end(customer_id)
-        while len(owner) > self._partition_cap:
-            owner.popitem(last=False)
-
-    def retain(self, owned: set[int]) -> dict[str, int]:
-        """After a rebalance: drop the in-memory state of customers whose input partition is
-        no longer this worker's (churn state).
-
-        The new owner sees their events now; kept here, their silence would raise false churn
-        alerts. What is dropped is lost, not handed over (``docs/architecture.md``); pending
-        propensity labels and watched carts are not in memory but in Redis, by partition, and
-        go to the new owner whole (``LabelStore``, ``CartStore``). Returns how many of each
-        were dropped.
-        """
-        moved = [c for c, p in self._partition_of.items() if p not in owned]
-        for customer_id in moved:
-            del self._partition_of[customer_id]
-        dropped = {
-            "churn": self.alerting.churn.forget(moved),
-        }
-        if moved:
-            logger.info(
-                "rebalance: %d customers moved to other workers; dropped %s", len(moved), dropped
-            )
-        return dropped
 
     async def _claim(
         self, candidates: Sequence[tuple[Offer, FeatureResult]], duplicates: Sequence[Event]
@@ -647,15 +640,11 @@ class Pipeline:
             alerts.append(_alert(a, version, now_wall, event.ts))
         return None, None, alerts
 
-    def _expire(self, version: str, now_wall: float) -> list[Alert]:
-        """Intent sessions and churn up to the event clock: the alerts raised, before their
-        cool-downs."""
+    def _expire(self) -> None:
+        """Intent sessions idle past their timeout, on the worker's event time."""
         now = self.clock.now()
-        if self.models is None or now == 0.0:
-            return []
-        if self.intent is not None:
+        if self.intent is not None and now > 0.0:
             self.intent.expire(now)
-        return [_alert(a, version, now_wall, a.ts) for a in self.alerting.expire(now)]
 
     async def resolve_labels(self) -> tuple[list[PropensityLabel], list[DueLabels]]:
         """Learn the propensity labels whose horizon closed on each owned partition's event
@@ -735,6 +724,38 @@ class Pipeline:
             logger.warning("abandoned carts not admitted yet: %s", exc)
             return [], []
 
+    def _churn_alerts(self, raised: Sequence[RaisedChurn]) -> list[Alert]:
+        version = self.model_version
+        now_wall = time.time()
+        return [_alert(churn_alert(r.signal), version, now_wall, r.signal.ts) for r in raised]
+
+    async def resolve_churn(self) -> tuple[list[Alert], list[DueSilences]]:
+        """The customers gone silent by each owned partition's event time, as churn alerts,
+        and what to ``forget_churn`` once they are published (as ``resolve_carts``)."""
+        if not self.alerting.churn.started or not self.settings.alerting.churn_enabled:
+            return [], []
+        alerts: list[Alert] = []
+        dues: list[DueSilences] = []
+        try:
+            for partition, t in sorted(self.settled_times().items()):
+                if t <= 0.0:
+                    continue
+                due = await self.alerting.churn.take(partition, t)
+                if due.raised:
+                    dues.append(due)
+                    alerts += self._churn_alerts(due.raised)
+            return await self.alerting.admit(alerts), dues
+        except FeatureStoreError as exc:  # not forgotten: the next tick takes them again
+            logger.warning("churn silences not resolved yet: %s", exc)
+            return [], []
+
+    async def forget_churn(self, dues: Sequence[DueSilences]) -> None:
+        try:
+            for due in dues:
+                await self.alerting.churn.forget(due)
+        except FeatureStoreError as exc:  # still due: the next tick re-emits, same ids
+            logger.warning("published churn alerts not yet forgotten: %s", exc)
+
     async def forget_carts(self, dues: Sequence[DueCarts]) -> None:
         """The alerts of ``dues`` are published: stop watching those carts."""
         try:
@@ -751,18 +772,14 @@ class Pipeline:
         except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
             logger.warning("published propensity labels not yet forgotten: %s", exc)
 
-    async def tick(self) -> list[Alert]:
-        """Periodic work between batches: expiries and checkpoints; the alerts to publish."""
+    def tick(self) -> None:
+        """Periodic work between batches: idle sessions and checkpoints. (Labels, carts,
+        churn and offer windows are decided per partition: ``resolve_*``.)"""
         if not self._started or self.models is None:
-            return []
+            return
         if time.monotonic() - self._last_checkpoint >= self.settings.models.checkpoint_every_s:
             self.checkpoint()
-        raised = self._expire(self.model_version, time.time())
-        try:
-            return await self.alerting.admit(raised) if raised else []
-        except FeatureStoreError as exc:
-            logger.warning("%d alerts dropped, cool-downs unavailable: %s", len(raised), exc)
-            return []
+        self._expire()
 
 
 def _alert(a: Any, version: str, now_wall: float, event_ts: float) -> Alert:
@@ -925,11 +942,9 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        # This worker now expires these partitions' offer windows, on their event time, and
-        # keeps in memory only the state of customers of these partitions.
-        owned = input_partitions(assigned)
-        pipeline.clock.assign(owned)
-        pipeline.retain({n for _, n in owned})
+        # This worker now decides these partitions' labels, carts, churn and offer windows,
+        # on each partition's event time (their state is in Redis).
+        pipeline.clock.assign(input_partitions(assigned))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
@@ -953,18 +968,20 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.timer(1.0)
     async def tick() -> None:
-        alerts_due = await pipeline.tick()
+        pipeline.tick()
         outcomes_due, windows = await pipeline.offer_loop.expire(
             pipeline.settled_times(), pipeline.clock.now()
         )
         labels_due, label_sets = await pipeline.resolve_labels()
         carts_due, cart_sets = await pipeline.resolve_carts()
-        alerts_due += carts_due
+        churn_due, churn_sets = await pipeline.resolve_churn()
+        alerts_due = [*carts_due, *churn_due]
         if alerts_due or outcomes_due or labels_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due, labels=labels_due))
         await pipeline.offer_loop.forget(windows)
         await pipeline.forget_labels(label_sets)
         await pipeline.forget_carts(cart_sets)
+        await pipeline.forget_churn(churn_sets)
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:

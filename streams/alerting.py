@@ -2,9 +2,10 @@
 
 Per batch, ``Pipeline.handle`` calls, for each event, ``annotate`` (topic, language and reply
 template on a ``negative_feedback`` alert) and ``on_event`` (learn the feedback text model;
-the churn and purchase-anomaly alerts the event raises); then ``admit`` on all of the batch's
-alerts (the per customer and type cool-down). Expiries call ``expire`` for churn by silence.
-The per-event rules and the cart watch are ``models.alerts.rules``.
+the purchase-anomaly alert the event raises); then ``admit`` on all of the batch's alerts (the
+per customer and type cool-down, in Redis). Churn (``ChurnStore``) and carts are decided in
+Redis, by input partition.
+The per-event rules are ``models.alerts.rules``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from features.events import Event, Feedback, Purchase
 from features.store import FeatureResult
 from models.alerts import rules
-from models.alerts.churn import ChurnWatch, churn_alert
+from models.alerts.churn_store import ChurnStore
 from models.alerts.cooldown import CooldownStore, dedup_key
 from models.bundle import ModelBundle, new_anomaly
 from models.online.text import FeedbackText
@@ -34,8 +35,9 @@ class Alerting:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         a = settings.alerting
-        self.churn = ChurnWatch(a)
-        # in Redis, under each customer's hash tag: it follows the customer's partition
+        # both in Redis: they follow the customer's partition (churn per input partition,
+        # cool-downs under each customer's hash tag)
+        self.churn = ChurnStore(settings.redis.key_prefix, a)
         self.cooldown = CooldownStore.from_minutes(
             settings.redis.key_prefix, a.cooldown_minutes, a.cooldown_default_minutes
         )
@@ -50,7 +52,7 @@ class Alerting:
     def stats(self) -> dict[str, Any]:
         return {
             "alerts_suppressed": self.cooldown.suppressed,
-            "churn_customers": len(self.churn),
+            "churn_evicted": self.churn.evicted,
         }
 
     def annotate(self, models: ModelBundle, event: Event, alerts: Sequence[Alert]) -> None:
@@ -66,25 +68,19 @@ class Alerting:
     def on_event(
         self, models: ModelBundle, event: Event, result: FeatureResult
     ) -> list[rules.Alert]:
-        """Learn from a new event; the churn and anomaly alerts it raises."""
+        """Learn from a new event; the purchase-anomaly alert it raises (churn is decided in
+        Redis, ``ChurnStore``, from the batch's events)."""
         out: list[rules.Alert] = []
         if result.duplicate:
             return out
         if isinstance(event, Feedback):
             models.text.learn(event.text, event.rating)
             return out
-        signal = self.churn.observe(event.customer_id, event.event_id, event.ts, result.features)
-        if signal is not None:
-            out.append(churn_alert(signal))
         if isinstance(event, Purchase) and self.settings.alerting.anomaly_enabled:
             alert = models.anomaly.check(event)
             if alert is not None:
                 out.append(alert)
         return out
-
-    def expire(self, now: float) -> list[rules.Alert]:
-        """Churn by silence up to the event-time watermark ``now``."""
-        return [churn_alert(s) for s in self.churn.due(now)]
 
     async def admit(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts past their cool-down, each with its ``dedup_key`` in ``details`` (one

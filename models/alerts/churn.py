@@ -14,8 +14,10 @@ Hysteresis: a customer enters "at risk" (one alert) when a score reaches ``churn
 leaves only when the activity score falls to ``churn_exit`` or below, so a customer hovering
 around the threshold raises one alert, not one per event. The silence check needs no scan: each
 observed customer has a deadline (when silence would reach ``churn_enter``) in a heap with lazy
-deletion. State lives in memory, bounded to ``churn_max_customers`` (least recently active
-dropped); a restarted worker relearns it from the next events.
+deletion. ``ChurnWatch`` keeps its state in memory, bounded to ``churn_max_customers`` (least
+recently active dropped): the reference of the rule. The worker runs the same rule with its
+state in Redis, per input partition (``models.alerts.churn_store``), so the state survives
+restarts and follows its partition.
 
 >>> from models.settings import AlertSettings
 >>> watch = ChurnWatch(AlertSettings())
@@ -38,7 +40,7 @@ import heapq
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final, Literal, NamedTuple
 
 from models.alerts.rules import Alert, Severity
@@ -173,12 +175,6 @@ class ChurnWatch:
             )
         self._schedule(customer_id, state)
         return signal
-
-    def forget(self, customer_ids: Iterable[str]) -> int:
-        """Drop these customers' churn state (their partition moved to another worker);
-        returns how many were dropped."""
-        states = self._states
-        return sum(states.pop(c, None) is not None for c in customer_ids)
 
     def due(self, now_ts: float) -> list[ChurnSignal]:
         """Customers whose silence reached ``churn_enter`` by ``now_ts`` (event time)."""

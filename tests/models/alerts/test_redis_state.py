@@ -11,8 +11,11 @@ from redis.asyncio import Redis
 
 from features.events import Click, Event, Purchase, PurchaseItem
 from models.alerts.carts import CartStep, CartStore
+from models.alerts.churn import ChurnSignal, ChurnWatch
+from models.alerts.churn_store import ChurnStep, ChurnStore
 from models.alerts.cooldown import AlertCooldown, CooldownStore
 from models.alerts.rules import DueCart
+from models.settings import AlertSettings
 
 T0 = 1_700_000_000.0
 
@@ -223,3 +226,52 @@ async def test_redis_cool_downs_decide_as_the_in_memory_ones(
         got += await store.allow(alerts[i : i + 37])
     assert got == want
     assert 0 < want.count(False) < len(want)
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+async def test_redis_churn_raises_what_the_in_memory_churn_watch_raises(
+    client: Redis, unique: Callable[[str], str], seed: int
+) -> None:
+    """Activity drops and silences, hysteresis, out-of-order events: ChurnStore's alerts
+    are ChurnWatch's, taken at the same watermarks."""
+    rng = random.Random(seed)
+    settings = AlertSettings(churn_grace_hours=2.0)
+    memory = ChurnWatch(settings)
+    store = ChurnStore(unique("ch"), settings)
+    await store.start(client)
+    day = 86_400.0
+    clicks = {f"c{i}": [] for i in range(8)}  # each customer's click times
+    ts = T0
+    want: list[tuple[str, str, str, float]] = []
+    got: list[tuple[str, str, str, float]] = []
+
+    def key(s: ChurnSignal) -> tuple[str, str, str, float]:
+        return (s.customer_id, s.trigger_event_id, s.reason, round(s.score, 9))
+
+    for step in range(60):
+        batch = []
+        for k in range(rng.randint(1, 10)):
+            cid = f"c{rng.randint(0, 7)}"
+            ts += rng.uniform(0, 4 * 3600) if rng.random() < 0.8 else 0.0
+            t = ts - (rng.uniform(0, 1800) if rng.random() < 0.1 else 0.0)  # a late one
+            history = clicks[cid]
+            history.append(t)
+            c24 = float(sum(1 for x in history if t - day < x <= t))
+            base = 300.0 if cid < "c4" else 60.0  # busy customers drop, quiet ones go silent
+            c30 = float(sum(1 for x in history if t - 30 * day < x <= t)) + base
+            features = {"clicks_24h": c24, "clicks_30d": c30, "spend_30d": 10.0 * c24}
+            eid = f"e{step}-{k}"
+            signal = memory.observe(cid, eid, t, features)
+            if signal is not None:
+                want.append(key(signal))
+            batch.append(ChurnStep(0, cid, eid, t, c24, c30, features["spend_30d"]))
+        got += [key(r.signal) for r in await store.observe(batch) if not r.again]
+        if step % 3 == 2:
+            now = ts + rng.uniform(0, day)
+            want += [key(s) for s in memory.due(now)]
+            due = await store.take(0, now)
+            got += [key(r.signal) for r in due.raised if not r.again]
+            await store.forget(due)
+            ts = now
+    assert got == want
+    assert {r for _, _, r, _ in want} == {"activity_drop", "silence"}, want
