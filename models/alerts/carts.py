@@ -28,19 +28,13 @@ to the next ``take`` (``again``: published again, same alert id).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
 from features.events import Click, Event, Purchase
-from features.session_log import Retry
-from features.store import FeatureStoreError
+from features.scripts import ScriptStore
 from models.alerts.rules import DueCart
 
 __all__ = ["CartStep", "CartStore", "DueCarts", "FiredCart"]
@@ -312,7 +306,6 @@ for _, cid in ipairs(order) do save(carts, due, cid, touched[cid], window) end
 return 1
 """.replace("__CODEC__", _CODEC)
 
-_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
 _CART_ACTIONS: Final = frozenset({"add_to_cart", "remove_from_cart", "checkout_start"})
 
 
@@ -344,30 +337,21 @@ class DueCarts:
     taken: list[tuple[str, str]]  # (customer id, trigger) of every add decided
 
 
-class CartStore:
+class CartStore(ScriptStore):
     """Watched carts per input partition in Redis (see the module docstring)."""
+
+    what = "watched carts"
+    scripts = {"apply": _APPLY, "take": _TAKE, "forget": _FORGET}
 
     def __init__(
         self, key_prefix: str, window_s: float, early_prob: float, max_carts: int = 200_000
     ) -> None:
+        super().__init__()
         self.key_prefix = key_prefix
         self.window_s = window_s
         self.early_prob = early_prob
         self.max_carts = max_carts
         self.evicted = 0
-        self._client: Redis | RedisCluster | None = None
-        self._retry: Retry | None = None
-        self._scripts = {"apply": _APPLY, "take": _TAKE, "forget": _FORGET}
-        self._shas = {k: hashlib.sha1(s.encode()).hexdigest() for k, s in self._scripts.items()}
-
-    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
-        self._client = client
-        self._retry = retry
-        await self._call(self._load)
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
 
     def keys(self, partition: int) -> tuple[str, str]:
         base = f"{self.key_prefix}:{{cart-{partition}}}"
@@ -404,7 +388,7 @@ class CartStore:
             pipe = self._require().pipeline(transaction=False)
             for n in order:
                 argv = [self.window_s, self.max_carts, self.early_prob, *per[n]]
-                pipe.evalsha(self._shas["apply"], 2, *self.keys(n), *argv)
+                pipe.evalsha(self.shas["apply"], 2, *self.keys(n), *argv)
             return await pipe.execute()
 
         fired: list[FiredCart] = []
@@ -426,7 +410,7 @@ class CartStore:
 
         async def op() -> list[bytes]:
             return await self._require().evalsha(
-                self._shas["take"], 2, *self.keys(partition), now, limit, self.window_s
+                self.shas["take"], 2, *self.keys(partition), now, limit, self.window_s
             )
 
         reply = await self._call(op)
@@ -447,7 +431,7 @@ class CartStore:
 
         async def op() -> int:
             return await self._require().evalsha(
-                self._shas["forget"], 2, *self.keys(due.partition), self.window_s, *args
+                self.shas["forget"], 2, *self.keys(due.partition), self.window_s, *args
             )
 
         await self._call(op)
@@ -457,29 +441,3 @@ class CartStore:
             return await self._require().zcard(self.keys(partition)[1])
 
         return int(await self._call(op))
-
-    def _require(self) -> Redis | RedisCluster:
-        if self._client is None:
-            raise FeatureStoreError("CartStore is not started: await start(client) first")
-        return self._client
-
-    async def _load(self) -> None:
-        client = self._require()
-        for script in self._scripts.values():
-            await client.script_load(script)
-
-    async def _call(self, op: Any) -> Any:
-        async def once() -> Any:
-            try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the cart scripts; reloading them")
-                await self._load()
-                return await op()
-
-        if self._retry is not None:
-            return await self._retry("watched carts", once)
-        try:
-            return await once()
-        except _TRANSIENT as exc:
-            raise FeatureStoreError(f"Redis unavailable for watched carts: {exc}") from exc

@@ -26,19 +26,13 @@ once their alerts are published.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
-from features.session_log import Retry
-from features.store import FeatureStoreError
+from features.scripts import ScriptStore
 from models.alerts.churn import ChurnSignal
 from models.settings import AlertSettings
 
@@ -192,8 +186,6 @@ end
 return 1
 """
 
-_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
-
 
 @dataclass(frozen=True, slots=True)
 class ChurnStep:
@@ -220,12 +212,16 @@ class DueSilences:
     raised: list[RaisedChurn]
 
 
-class ChurnStore:
+class ChurnStore(ScriptStore):
     """``ChurnWatch``'s rule with its state in Redis per input partition."""
+
+    what = "churn state"
+    scripts = {"observe": _OBSERVE, "take": _TAKE, "forget": _FORGET}
 
     def __init__(self, key_prefix: str, settings: AlertSettings) -> None:
         if settings.churn_exit >= settings.churn_enter:
             raise ValueError("churn_exit must be below churn_enter (hysteresis)")
+        super().__init__()
         self.key_prefix = key_prefix
         self.settings = settings
         enter_days = -math.log(max(1.0 - settings.churn_enter, 1e-12))
@@ -237,20 +233,7 @@ class ChurnStore:
             enter_days,
             settings.churn_max_customers,
         ]
-        self._scripts = {"observe": _OBSERVE, "take": _TAKE, "forget": _FORGET}
-        self._shas = {k: hashlib.sha1(s.encode()).hexdigest() for k, s in self._scripts.items()}
-        self._client: Redis | RedisCluster | None = None
-        self._retry: Retry | None = None
         self.evicted = 0
-
-    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
-        self._client = client
-        self._retry = retry
-        await self._call(self._load)
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
 
     def keys(self, partition: int) -> tuple[str, str, str]:
         base = f"{self.key_prefix}:{{churn-{partition}}}"
@@ -277,7 +260,7 @@ class ChurnStore:
         async def op() -> list[Any]:
             pipe = self._require().pipeline(transaction=False)
             for n in order:
-                pipe.evalsha(self._shas["observe"], 3, *self.keys(n), *self._params, *per[n])
+                pipe.evalsha(self.shas["observe"], 3, *self.keys(n), *self._params, *per[n])
             return await pipe.execute()
 
         raised: list[RaisedChurn] = []
@@ -291,7 +274,7 @@ class ChurnStore:
 
         async def op() -> list[bytes]:
             return await self._require().evalsha(
-                self._shas["take"], 3, *self.keys(partition), *self._params, now, limit
+                self.shas["take"], 3, *self.keys(partition), *self._params, now, limit
             )
 
         return DueSilences(partition, _signals(await self._call(op)))
@@ -303,35 +286,9 @@ class ChurnStore:
         ids = [r.signal.customer_id for r in due.raised]
 
         async def op() -> int:
-            return await self._require().evalsha(self._shas["forget"], 2, state, due_key, *ids)
+            return await self._require().evalsha(self.shas["forget"], 2, state, due_key, *ids)
 
         await self._call(op)
-
-    def _require(self) -> Redis | RedisCluster:
-        if self._client is None:
-            raise FeatureStoreError("ChurnStore is not started: await start(client) first")
-        return self._client
-
-    async def _load(self) -> None:
-        client = self._require()
-        for script in self._scripts.values():
-            await client.script_load(script)
-
-    async def _call(self, op: Any) -> Any:
-        async def once() -> Any:
-            try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the churn scripts; reloading them")
-                await self._load()
-                return await op()
-
-        if self._retry is not None:
-            return await self._retry("churn state", once)
-        try:
-            return await once()
-        except _TRANSIENT as exc:
-            raise FeatureStoreError(f"Redis unavailable for churn state: {exc}") from exc
 
 
 def _signals(reply: Sequence[bytes]) -> list[RaisedChurn]:

@@ -24,19 +24,13 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
 from features.keys import customer_key
-from features.session_log import Retry
-from features.store import FeatureStoreError
+from features.scripts import ScriptStore
 
 __all__ = ["AlertCooldown", "CooldownStore", "dedup_key"]
 
@@ -120,7 +114,7 @@ return out
 """
 
 
-class CooldownStore:
+class CooldownStore(ScriptStore):
     """``AlertCooldown``'s rule with its memory in Redis, under each customer's hash tag
     (``{p}:{cid}:cooldown``), so a restarted worker or a partition's next owner applies the
     cool-downs the previous one started. Keys expire after the longest cool-down.
@@ -129,20 +123,21 @@ class CooldownStore:
     trip. The same ``alert_id`` is let through again (a retry or a replay re-emits it).
     """
 
+    what = "alert cool-downs"
+    scripts = {"allow": _ALLOW}
+
     def __init__(
         self,
         key_prefix: str,
         cooldown_s: Mapping[str, float] | None = None,
         default_s: float = 3600.0,
     ) -> None:
+        super().__init__()
         self.key_prefix = key_prefix
         self.cooldown_s = dict(cooldown_s or {})
         self.default_s = default_s
         longest = max([default_s, *self.cooldown_s.values()])
         self._ttl_ms = int(max(longest, 1.0) * 2_000)  # either side of an alert's time
-        self._sha = hashlib.sha1(_ALLOW.encode()).hexdigest()
-        self._client: Redis | RedisCluster | None = None
-        self._retry: Retry | None = None
         self.suppressed = 0
 
     @classmethod
@@ -150,15 +145,6 @@ class CooldownStore:
         cls, key_prefix: str, minutes: Mapping[str, float], default_minutes: float
     ) -> CooldownStore:
         return cls(key_prefix, {k: v * 60.0 for k, v in minutes.items()}, default_minutes * 60.0)
-
-    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
-        self._client = client
-        self._retry = retry
-        await self._call(self._load)
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
 
     async def allow(self, alerts: Sequence[tuple[str, str, float, str]]) -> list[bool]:
         """For each ``(customer_id, type, event ts, alert_id)``: let it through?"""
@@ -182,7 +168,9 @@ class CooldownStore:
                         alert_id,
                         self.cooldown_s.get(kind, self.default_s),
                     ]
-                pipe.evalsha(self._sha, 1, customer_key(self.key_prefix, cid, "cooldown"), *argv)
+                pipe.evalsha(
+                    self.shas["allow"], 1, customer_key(self.key_prefix, cid, "cooldown"), *argv
+                )
             return await pipe.execute()
 
         out = [True] * len(alerts)
@@ -191,27 +179,3 @@ class CooldownStore:
                 out[k] = bool(ok)
         self.suppressed += out.count(False)
         return out
-
-    def _require(self) -> Redis | RedisCluster:
-        if self._client is None:
-            raise FeatureStoreError("CooldownStore is not started: await start(client) first")
-        return self._client
-
-    async def _load(self) -> None:
-        await self._require().script_load(_ALLOW)
-
-    async def _call(self, op: Any) -> Any:
-        async def once() -> Any:
-            try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the cool-down script; reloading it")
-                await self._load()
-                return await op()
-
-        if self._retry is not None:
-            return await self._retry("alert cool-downs", once)
-        try:
-            return await once()
-        except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-            raise FeatureStoreError(f"Redis unavailable for alert cool-downs: {exc}") from exc

@@ -29,22 +29,17 @@ per customer, so a conversion racing an expiry (or two workers) yields one outco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from features.batch import CommandBatch, packed
 from features.events import Purchase
 from features.keys import customer_key
-from features.session_log import Retry
-from features.store import FeatureStoreError
+from features.scripts import ScriptStore
 
 __all__ = ["ContactState", "DueWindows", "OpenOffer", "OutcomeStore", "Resolution"]
 
@@ -229,8 +224,6 @@ end
 return closed
 """
 
-_TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
-
 
 @dataclass(slots=True)
 class ContactState:
@@ -318,38 +311,25 @@ class DueWindows:
     key: str = ""  # the due set they are in
 
 
-class OutcomeStore:
+class OutcomeStore(ScriptStore):
     """Open offers, conversions, expiries, contact state and opt-outs in Redis.
 
     ``key_prefix`` is the feature store's; ``keep_s`` is how long a resolved window is
     remembered (replays of its offer or order change nothing meanwhile).
     """
 
+    what = "offer outcomes"
+    scripts = {"record": _RECORD, "expire": _EXPIRE}
+
     def __init__(self, key_prefix: str, window_s: float, keep_s: float = 3 * 86_400.0) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, got {window_s}")
+        super().__init__()
         self.key_prefix = key_prefix
         self.window_s = window_s
         self.keep_s = keep_s
         self._ttl_ms = int((2 * window_s + keep_s) * 1000)
         self._legacy_due_key = f"{key_prefix}:outcomes:due"
-        self._client: Redis | RedisCluster | None = None
-        self._retry: Retry | None = None
-        self._shas = {
-            "record": hashlib.sha1(_RECORD.encode()).hexdigest(),
-            "expire": hashlib.sha1(_EXPIRE.encode()).hexdigest(),
-        }
-
-    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
-        """Use ``client`` (the feature store's connection) and load the scripts; ``retry``
-        (``FeatureStore.with_retry``) rides out outages."""
-        self._client = client
-        self._retry = retry
-        await self._call(self._load)
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
 
     def due_key(self, partition: int | None) -> str:
         """The due set of one input partition's windows; ``None``: the single set of earlier
@@ -431,7 +411,7 @@ class OutcomeStore:
                 o_args, p_args, n_args = per[cid]
                 argv = [self._ttl_ms, self.keep_s, len(o_args) // 5, *o_args]
                 argv += [_count_purchases(p_args), *p_args, len(n_args), *n_args]
-                pipe.evalsha(self._shas["record"], 2, *self._keys(cid), packed(argv))
+                pipe.evalsha(self.shas["record"], 2, *self._keys(cid), packed(argv))
             due: dict[str, dict[bytes, float]] = {}
             for o in offers:
                 key = self.due_key((partitions or {}).get(o.customer_id))
@@ -492,7 +472,7 @@ class OutcomeStore:
         async def op() -> list[Any]:
             pipe = self._pipe()
             for cid in cids:
-                pipe.evalsha(self._shas["expire"], 1, self._keys(cid)[0], now, *by_cid[cid])
+                pipe.evalsha(self.shas["expire"], 1, self._keys(cid)[0], now, *by_cid[cid])
             return await pipe.execute()
 
         replies = await self._call(op)
@@ -534,37 +514,8 @@ class OutcomeStore:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _require(self) -> Redis | RedisCluster:
-        if self._client is None:
-            raise FeatureStoreError("OutcomeStore is not started: await start(client) first")
-        return self._client
-
     def _pipe(self) -> Any:
         return self._require().pipeline(transaction=False)
-
-    async def _load(self) -> None:
-        client = self._require()
-        await client.script_load(_RECORD)
-        await client.script_load(_EXPIRE)
-
-    async def _call(self, op: Any) -> Any:
-        """Run ``op``; reload lost scripts once; outages are retried with ``retry`` (when
-        given to ``start``) and end as ``FeatureStoreError``."""
-
-        async def once() -> Any:
-            try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the outcome scripts; reloading them")
-                await self._load()
-                return await op()
-
-        if self._retry is not None:
-            return await self._retry("offer outcomes", once)
-        try:
-            return await once()
-        except _TRANSIENT as exc:
-            raise FeatureStoreError(f"Redis unavailable for offer outcomes: {exc}") from exc
 
 
 def _count_purchases(args: list[Any]) -> int:

@@ -33,19 +33,13 @@ topics are read does not change it (a purchase read before its click still makes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
-from features.session_log import Retry
-from features.store import FeatureStoreError
+from features.scripts import ScriptStore
 
 __all__ = ["DueLabels", "LabelStore", "PendingClick", "ResolvedLabel"]
 
@@ -156,8 +150,6 @@ end
 return #ARGV - 1
 """
 
-_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
-
 
 @dataclass(frozen=True, slots=True)
 class PendingClick:
@@ -200,36 +192,25 @@ class DueLabels:
     labels: list[ResolvedLabel]
 
 
-class LabelStore:
+class LabelStore(ScriptStore):
     """Pending propensity labels per input partition in Redis (see the module docstring).
 
     ``key_prefix`` is the feature store's; ``horizon_s`` the label horizon; ``max_pending``
     the most clicks one partition keeps waiting (beyond it the oldest go unlabeled).
     """
 
+    what = "propensity labels"
+    scripts = {"add": _ADD, "take": _TAKE, "forget": _FORGET}
+
     def __init__(self, key_prefix: str, horizon_s: float, max_pending: int = 200_000) -> None:
         if horizon_s <= 0:
             raise ValueError(f"horizon_s must be positive, got {horizon_s}")
+        super().__init__()
         self.key_prefix = key_prefix
         self.horizon_s = horizon_s
         self.max_pending = max_pending
-        self._client: Redis | RedisCluster | None = None
-        self._retry: Retry | None = None
-        self._scripts = {"add": _ADD, "take": _TAKE, "forget": _FORGET}
-        self._shas = {k: hashlib.sha1(s.encode()).hexdigest() for k, s in self._scripts.items()}
         self.queued = 0
         self.dropped = 0
-
-    async def start(self, client: Redis | RedisCluster, retry: Retry | None = None) -> None:
-        """Use ``client`` (the feature store's connection) and load the scripts; ``retry``
-        (``FeatureStore.with_retry``) rides out outages."""
-        self._client = client
-        self._retry = retry
-        await self._call(self._load)
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
 
     def keys(self, partition: int) -> tuple[str, str, str, str, str]:
         """clicks, due, buys, buyers, done of one input partition."""
@@ -259,7 +240,7 @@ class LabelStore:
                 c_args, p_args = per[partition]
                 argv = [self.horizon_s, self.max_pending, len(c_args) // 2, *c_args]
                 pipe.evalsha(
-                    self._shas["add"], 5, *self.keys(partition), *argv, len(p_args) // 2, *p_args
+                    self.shas["add"], 5, *self.keys(partition), *argv, len(p_args) // 2, *p_args
                 )
             return await pipe.execute()
 
@@ -282,7 +263,7 @@ class LabelStore:
 
         async def op() -> list[bytes]:
             return await self._require().evalsha(
-                self._shas["take"],
+                self.shas["take"],
                 5,
                 *self.keys(partition),
                 now,
@@ -311,7 +292,7 @@ class LabelStore:
 
         async def op() -> int:
             return await self._require().evalsha(
-                self._shas["forget"], 3, clicks, due_key, done, due.now, *ids
+                self.shas["forget"], 3, clicks, due_key, done, due.now, *ids
             )
 
         await self._call(op)
@@ -323,29 +304,3 @@ class LabelStore:
             return await self._require().zcard(self.keys(partition)[1])
 
         return int(await self._call(op))
-
-    def _require(self) -> Redis | RedisCluster:
-        if self._client is None:
-            raise FeatureStoreError("LabelStore is not started: await start(client) first")
-        return self._client
-
-    async def _load(self) -> None:
-        client = self._require()
-        for script in self._scripts.values():
-            await client.script_load(script)
-
-    async def _call(self, op: Any) -> Any:
-        async def once() -> Any:
-            try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the label scripts; reloading them")
-                await self._load()
-                return await op()
-
-        if self._retry is not None:
-            return await self._retry("propensity labels", once)
-        try:
-            return await once()
-        except _TRANSIENT as exc:
-            raise FeatureStoreError(f"Redis unavailable for propensity labels: {exc}") from exc
