@@ -142,3 +142,43 @@ def test_labels_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
     record(tmp_path, "labels_a_b_a", cmp)
     assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
     assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
+
+
+@pytest.mark.timeout(180)
+def test_a_restarted_worker_remembers_who_is_at_risk_of_churn(worker_factory: Any) -> None:
+    """A regular customer's activity drops: one churn alert. The worker restarts and the
+    customer is still quiet: no second alert, because the hysteresis state (and the alert's
+    cool-down) outlived the worker."""
+    a = worker_factory(STREAMSCORE_INTENT__ENABLED="false")
+    a.wait_ready()
+    env = a.env
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    now = float(int(time.time()))
+    day = 86_400.0
+    # ten clicks a day, evenly, for four weeks up to a day ago; then one click today: a drop
+    history = [
+        click(f"regular-{d}-{k}", "regular", now - d * day + k * day / 10, "view", "home", 5.0)
+        for d in range(29, 1, -1)
+        for k in range(10)
+    ]
+    asyncio.run(produce(bootstrap, _routed(env, history)))
+    asyncio.run(
+        produce(bootstrap, _routed(env, [click("today-1", "regular", now, "view", "home")]))
+    )
+    a.wait_processed(len(history) + 1)
+
+    def churn(alerts: list[dict[str, Any]]) -> list[str]:
+        return [x["trigger_event_id"] for x in alerts if x["type"] == "churn_risk"]
+
+    key = "STREAMSCORE_TOPICS__ALERTS"
+    first = churn(_read(env, key, lambda v: len(churn(v)) >= 1, timeout=40.0))
+    assert first == ["today-1"], (first, a.stats())
+    a.stop()  # SIGTERM: a clean restart, or a deploy
+    b = worker_factory(STREAMSCORE_INTENT__ENABLED="false")
+    b.wait_ready()
+    later = [click("today-2", "regular", now + 3600, "view", "home")]
+    asyncio.run(produce(bootstrap, _routed(env, later)))
+    b.wait_processed(1)
+    time.sleep(3.0)
+    alerts = churn(_read(env, key, lambda v: False, timeout=3.0))
+    assert alerts == ["today-1"], f"the restarted worker alerted again: {alerts}"
