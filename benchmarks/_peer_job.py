@@ -59,6 +59,7 @@ async def tick(pipeline: Pipeline) -> BatchOutputs:
     labels, label_sets = await pipeline.resolve_labels()
     carts, cart_sets = await pipeline.resolve_carts()
     churn, churn_sets = await pipeline.resolve_churn()
+    await pipeline.resolve_sessions()
     # streamscore forgets windows, labels and carts once their records are acknowledged; the
     # peers publish after this returns and do not report acks back, so they forget at once
     # (the same Redis work per tick, at-most-once for a crash in between).

@@ -53,6 +53,7 @@ from models.decisioning.outcomes import ContactState
 from models.decisioning.policy import ClickContext, OfferPolicy
 from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
+from models.intent.sessions import SessionEnds
 from models.online.labels import DueLabels, LabelStore, PendingClick
 from streams.alerting import Alerting
 from streams.app import StreamscoreApp
@@ -113,6 +114,9 @@ class _Decided:
     carts: list[CartStep] = field(default_factory=list)  # the batch's events, for CartStore
     alerts: list[Alert] = field(default_factory=list)  # raised, before their cool-downs
     churn: list[ChurnStep] = field(default_factory=list)  # the batch's clicks and purchases
+    # each session the batch touched: ("step", ts) if it is still open, ("end", ts) if a
+    # purchase closed it last (SessionEnds), by (partition, customer, session)
+    sessions: dict[tuple[int, str, str], tuple[str, float]] = field(default_factory=dict)
     times: dict[int, float] = field(default_factory=dict)  # partition times after validate
 
 
@@ -142,6 +146,7 @@ class BatchProgress:
     early_carts: list[Alert] | None = None  # cart events applied; the carts fired early
     alerts: list[Alert] | None = None  # the batch's alerts past their cool-down
     churn_alerts: list[Alert] | None = None  # churn observed; its alerts past their cool-down
+    sessions: bool = False  # session ends noted, purchased sessions handed to the fine-tuner
     outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
 
 
@@ -164,6 +169,9 @@ class Pipeline:
         )
         self.alerting = Alerting(settings)
         self.recommendations = Recommendations(settings)
+        self.session_ends = SessionEnds(
+            settings.redis.key_prefix, settings.intent.session_idle_minutes * 60.0
+        )
         self.labels = LabelStore(
             settings.redis.key_prefix,
             settings.models.propensity_horizon_minutes * 60.0,
@@ -207,6 +215,7 @@ class Pipeline:
                 checkpoint_dir=self.settings.models.checkpoint_dir / "intent",
                 retry=self.store.with_retry,
             )
+            await self.session_ends.start(self.store.client, self.store.with_retry)
         self._started = True
         logger.info("pipeline started, models %s", self.models.version)
 
@@ -239,6 +248,8 @@ class Pipeline:
         doc["labels_queued"] = self.labels.queued
         doc["labels_dropped"] = self.labels.dropped
         doc["carts_evicted"] = self.carts.evicted
+        if self.intent is not None:
+            doc["intent_sessions_learned"] = self.intent.completed
         doc.update(self.offer_loop.stats())
         doc.update(self.alerting.stats())
         return doc
@@ -345,7 +356,23 @@ class Pipeline:
                 raised = await self.alerting.churn.observe(d.churn)
                 progress.churn_alerts = await self.alerting.admit(self._churn_alerts(raised))
 
-        await _together(claim(), recommend(), label(), cart(), admit(), churn())
+        async def sessions() -> None:
+            if not progress.sessions and self.intent is not None and d.sessions:
+                await self.session_ends.note(
+                    [
+                        (n, c, s, ts)
+                        for (n, c, s), (kind, ts) in d.sessions.items()
+                        if kind == "step"
+                    ],
+                    [(n, c, s) for (n, c, s), (kind, _) in d.sessions.items() if kind == "end"],
+                )
+                ended = [
+                    ((c, s), True) for (_, c, s), (kind, _) in d.sessions.items() if kind == "end"
+                ]
+                await self.intent.learn(ended)
+            progress.sessions = True
+
+        await _together(claim(), recommend(), label(), cart(), admit(), churn(), sessions())
         out.alerts = [
             *(progress.alerts or []),
             *(progress.early_carts or []),
@@ -441,6 +468,7 @@ class Pipeline:
         choices: dict[str, Choice] = {}  # offer_event_id -> the arbiter's choice
         carts: list[CartStep] = []
         churn: list[ChurnStep] = []
+        sessions: dict[tuple[int, str, str], tuple[str, float]] = {}
         now_wall = time.time()
         version = self.model_version
         for event, result, sentiment in zip(valid, results, sentiments, strict=True):
@@ -470,6 +498,8 @@ class Pipeline:
                 raise
             out.alerts.extend(alerts)
             self.offer_loop.note_alerts(alerts, contacts)
+            if self.intent is not None and not result.duplicate:
+                self._note_session(event, partitions, intents, sessions)
             if not isinstance(event, Feedback):
                 partition = partitions[event.customer_id]
                 abandon = intent["abandon"] if intent is not None else None
@@ -505,6 +535,7 @@ class Pipeline:
             carts=carts,
             alerts=raised,
             churn=churn,
+            sessions=sessions,
             times=times,
         )
 
@@ -633,8 +664,6 @@ class Pipeline:
             )
             return choice, offer, alerts
         if isinstance(event, Purchase):
-            if not result.duplicate and self.intent is not None:
-                self.intent.on_purchase(event)
             return None, None, alerts
         for a in self.alert_rules.on_feedback(event, x, sentiment):
             alerts.append(_alert(a, version, now_wall, event.ts))
@@ -723,6 +752,41 @@ class Pipeline:
         except FeatureStoreError as exc:  # not forgotten: the next tick takes them again
             logger.warning("abandoned carts not admitted yet: %s", exc)
             return [], []
+
+    def _note_session(
+        self,
+        event: Event,
+        partitions: dict[str, int],
+        intents: dict[str, dict[str, float]],
+        sessions: dict[tuple[int, str, str], tuple[str, float]],
+    ) -> None:
+        """Track the batch's sessions in event order: a stepped click keeps its session open,
+        a purchase closes it (and frees its state on the device)."""
+        intent = self.intent
+        if intent is None:
+            return
+        partition = partitions[event.customer_id]
+        if isinstance(event, Click) and event.event_id in intents:
+            sessions[(partition, event.customer_id, event.session_id)] = ("step", event.ts)
+        elif isinstance(event, Purchase):
+            key = intent.on_purchase(event)
+            if key is not None:
+                sessions[(partition, *key)] = ("end", event.ts)
+
+    async def resolve_sessions(self) -> int:
+        """Hand the sessions idle by each owned partition's event time to the fine-tuner
+        (their steps from the session log, whoever stepped them); how many."""
+        if self.intent is None or not self.session_ends.started:
+            return 0
+        n = 0
+        try:
+            for partition, t in sorted(self.settled_times().items()):
+                if t > 0.0:
+                    keys = await self.session_ends.take(partition, t)
+                    n += await self.intent.learn([(k, False) for k in keys])
+        except FeatureStoreError as exc:  # popped sessions are not learned: best effort
+            logger.warning("ended sessions not learned: %s", exc)
+        return n
 
     def _churn_alerts(self, raised: Sequence[RaisedChurn]) -> list[Alert]:
         version = self.model_version
@@ -975,6 +1039,7 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
         labels_due, label_sets = await pipeline.resolve_labels()
         carts_due, cart_sets = await pipeline.resolve_carts()
         churn_due, churn_sets = await pipeline.resolve_churn()
+        await pipeline.resolve_sessions()
         alerts_due = [*carts_due, *churn_due]
         if alerts_due or outcomes_due or labels_due:
             await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due, labels=labels_due))

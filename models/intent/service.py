@@ -10,7 +10,6 @@ partitions are revoked.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +55,7 @@ class IntentService:
         self.batcher = batcher
         self.settings = settings
         self.trainer = OnlineTrainer(batcher, settings, checkpoint_dir=checkpoint_dir, key=key)
-        # Steps of sessions still open, for the fine-tuner once their label is known.
-        self._open: OrderedDict[SessionKey, list[IntentStep]] = OrderedDict()
-        self.completed = 0
+        self.completed = 0  # sessions handed to the fine-tuner
 
     @classmethod
     def create(
@@ -124,24 +121,39 @@ class IntentService:
             IntentStep.from_click(c, customer_inputs(f))
             for c, f in zip(clicks, features, strict=True)
         ]
-        for step in steps:
-            self._remember(step)
         return await self.batcher.astep_many(steps)
 
-    def on_purchase(self, purchase: Purchase) -> None:
-        """A purchase closes its session with the label ``purchase``."""
+    def on_purchase(self, purchase: Purchase) -> SessionKey | None:
+        """A purchase closes its session: its state is freed; the caller hands the session to
+        ``learn`` with the label ``purchase`` (``Pipeline``, through ``SessionEnds``)."""
         if purchase.session_id is None:
-            return
+            return None
         key = (purchase.customer_id, purchase.session_id)
         self.batcher.end_session(key)
-        self._complete(key, purchased=True)
+        return key
 
     def expire(self, now: float) -> int:
-        """Sessions idle past the timeout end as ``abandon`` or ``browse``."""
-        expired = self.batcher.expire(now)
-        for key in expired:
-            self._complete(key, purchased=False)  # type: ignore[arg-type]
-        return len(expired)
+        """Free the states of sessions idle past the timeout (memory only: which sessions
+        ended, and their labels, come from ``SessionEnds`` per partition)."""
+        return len(self.batcher.expire(now))
+
+    async def learn(self, ended: Sequence[tuple[SessionKey, bool]]) -> int:
+        """Hand ended sessions ``(key, purchased)`` to the fine-tuner, each with its steps from
+        the Redis session log (whichever worker stepped them); one round trip."""
+        log = self.batcher.log
+        if not ended or log is None:
+            return 0
+        records = await log.aexchange([], [k for k, _ in ended])
+        sessions, labels = [], []
+        for key, purchased in ended:
+            steps = [IntentStep.from_record(key, r) for r in records.get(key, [])]
+            if steps:
+                sessions.append(steps)
+                labels.append(session_label([s.action for s in steps], purchased=purchased))
+        if sessions:
+            self.trainer.learn_many(sessions, labels)
+            self.completed += len(sessions)
+        return len(sessions)
 
     def abandon_rise(self, customer_id: str, session_id: str) -> float:
         return self.batcher.abandon_rise((customer_id, session_id))
@@ -149,23 +161,3 @@ class IntentService:
     def reset(self) -> int:
         """Forget device states (partitions were revoked); the log rebuilds them on return."""
         return self.batcher.reset()
-
-    def _remember(self, step: IntentStep) -> None:
-        key = step.session_key
-        steps = self._open.get(key)
-        if steps is None:
-            steps = self._open[key] = []
-            while len(self._open) > self.settings.max_sessions:
-                self._open.popitem(last=False)
-        else:
-            self._open.move_to_end(key)
-        if len(steps) < self.settings.replay_events:
-            steps.append(step)
-
-    def _complete(self, key: SessionKey, *, purchased: bool) -> None:
-        steps = self._open.pop(key, None)
-        if not steps:
-            return
-        label = session_label([s.action for s in steps], purchased=purchased)
-        self.trainer.learn_many([steps], [label])
-        self.completed += 1

@@ -182,3 +182,39 @@ def test_a_restarted_worker_remembers_who_is_at_risk_of_churn(worker_factory: An
     time.sleep(3.0)
     alerts = churn(_read(env, key, lambda v: False, timeout=3.0))
     assert alerts == ["today-1"], f"the restarted worker alerted again: {alerts}"
+
+
+@pytest.mark.timeout(180)
+def test_a_session_open_when_its_worker_stops_is_learned_by_the_next_one(
+    worker_factory: Any,
+) -> None:
+    """The fine-tuner learns a session once it ends: a session stepped by one worker that
+    stops, and idle past its timeout on the next one, is learned there (its steps come
+    from the Redis session log)."""
+    a = worker_factory()
+    a.wait_ready()
+    env = a.env
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    steps = [
+        click(f"s1-{k}", "buyer-b", T0 + 60 * k, action, "home", 30.0, session="s1")
+        for k, action in enumerate(["view", "view", "add_to_cart", "view"])
+    ]
+    asyncio.run(produce(bootstrap, _routed(env, steps)))
+    stats = a.wait_processed(len(steps))
+    a.stop()
+    assert stats.get("intent_sessions_learned") == 0, stats
+    b = worker_factory()
+    b.wait_ready()
+    # an hour later on both partitions: buyer-b's session (partition 0) has been idle 30 min
+    later = [
+        click(f"{cid}-1", cid, T0 + 3_600, "view", "books", 5.0, session=cid)
+        for cid in ("later-b", "later-a")
+    ]
+    asyncio.run(produce(bootstrap, _routed(env, later)))
+    wait_until(
+        lambda: (b.stats() or {}).get("intent_sessions_learned", 0) >= 1,
+        30.0,
+        "the restarted worker to learn the ended session",
+    )
+    time.sleep(2.0)
+    assert (b.stats() or {}).get("intent_sessions_learned") == 1, b.stats()
