@@ -34,9 +34,11 @@ __all__ = [
     "Outputs",
     "Truth",
     "applied_ids",
+    "cart_alert_ids",
     "committed_and_end",
     "compare_features",
     "compare_labels",
+    "fresh_env",
     "input_index",
     "inputs_of",
     "produce_all",
@@ -45,6 +47,7 @@ __all__ = [
     "read_offer_claims",
     "read_outputs",
     "record",
+    "reference_run",
     "simulate",
     "true_labels",
     "wait_drained",
@@ -188,6 +191,50 @@ def compare_labels(rows: list[dict[str, Any]], truth: dict[str, bool]) -> dict[s
         "repeats_differing": differing,
         "positives": sum(truth.values()),
     }
+
+
+def fresh_env(env: dict[str, str], unique: Callable[[str], str], where: Path) -> dict[str, str]:
+    """Overrides that give a worker its own topics, group, Redis prefix and directories."""
+    out = {
+        k: unique(k.rsplit("__", 1)[1].lower())
+        for k in env
+        if k.startswith("STREAMSCORE_TOPICS__")
+        and not k.endswith(("PARTITIONS", "REPLICATION_FACTOR"))
+    }
+    out["STREAMSCORE_REDIS__KEY_PREFIX"] = unique("ss")
+    out["STREAMSCORE_WORKER__APP_ID"] = unique("app")
+    out["STREAMSCORE_MODELS__CHECKPOINT_DIR"] = str(where / "checkpoints")
+    out["STREAMSCORE_WORKER__DATA_DIR"] = str(where / "faust")
+    where.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def reference_run(
+    worker_factory: Callable[..., Any],
+    unique: Callable[[str], str],
+    where: Path,
+    env: dict[str, str],
+    extra: dict[str, str],
+    records: list[tuple[str, bytes, bytes]],
+    then: list[tuple[str, bytes, bytes]],
+) -> Any:
+    """One worker that never stops, on its own topics: ``records`` (routed to ``env``'s
+    topics) and then ``then`` (unrouted test records) are sent to it; returns the worker."""
+    ref = worker_factory(**extra, **fresh_env(env, unique, where))
+    ref.wait_ready()
+    topic = {env[k]: ref.env[k] for k in env if k.startswith("STREAMSCORE_TOPICS__")}
+    kinds = {
+        k: ref.env[f"STREAMSCORE_TOPICS__{k.upper()}"] for k in ("clicks", "purchases", "feedback")
+    }
+    bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    asyncio.run(produce_all(bootstrap, [(topic[t], k, v) for t, k, v in records]))
+    asyncio.run(produce_all(bootstrap, [(kinds[t], k, v) for t, k, v in then]))
+    return ref
+
+
+def cart_alert_ids(env: dict[str, str]) -> set[str]:
+    """The ids of the cart-abandonment alerts published (read until quiet)."""
+    return {a["alert_id"] for a in read_outputs(env).alerts if a["type"] == "cart_abandonment"}
 
 
 def inputs_of(env: dict[str, str]) -> list[str]:

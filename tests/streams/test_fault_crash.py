@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.streams.faultkit import (
+    cart_alert_ids,
     compare_features,
     compare_labels,
     produce_all,
@@ -24,6 +25,7 @@ from tests.streams.faultkit import (
     read_offer_claims,
     read_outputs,
     record,
+    reference_run,
     simulate,
     true_labels,
     wait_drained,
@@ -165,26 +167,6 @@ def test_rebalance_when_one_of_two_workers_dies_keeps_features_exact(
     )
 
 
-def _fresh(env: dict[str, str], unique: Any, where: Path) -> dict[str, str]:
-    """Overrides that give a worker its own topics, group, Redis prefix and directories."""
-    out = {
-        k: unique(k.rsplit("__", 1)[1].lower())
-        for k in env
-        if k.startswith("STREAMSCORE_TOPICS__")
-        and not k.endswith(("PARTITIONS", "REPLICATION_FACTOR"))
-    }
-    out["STREAMSCORE_REDIS__KEY_PREFIX"] = unique("ss")
-    out["STREAMSCORE_WORKER__APP_ID"] = unique("app")
-    out["STREAMSCORE_MODELS__CHECKPOINT_DIR"] = str(where / "checkpoints")
-    out["STREAMSCORE_WORKER__DATA_DIR"] = str(where / "faust")
-    where.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _cart_alerts(env: dict[str, str]) -> set[str]:
-    return {a["alert_id"] for a in read_outputs(env).alerts if a["type"] == "cart_abandonment"}
-
-
 @pytest.mark.timeout(360)
 def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
     worker_factory: Any, unique: Any, tmp_path: Path
@@ -217,14 +199,9 @@ def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
         ]
 
     # the reference: the same input through a worker that never crashes
-    ref = worker_factory(**env_extra, **_fresh(env, unique, tmp_path / "ref"))
-    ref.wait_ready()
-    topic = {env[k]: ref.env[k] for k in env if k.startswith("STREAMSCORE_TOPICS__")}
-    routed = [(topic[t], k, v) for t, k, v in records]
-    asyncio.run(produce_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], routed))
-    asyncio.run(produce_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], _routed(ref.env, push)))
+    ref = reference_run(worker_factory, unique, tmp_path / "ref", env, env_extra, records, push)
     read_labels(ref.env, len(truth), timeout=120.0)
-    want_carts = _cart_alerts(ref.env)
+    want_carts = cart_alert_ids(ref.env)
     ref.stop()
 
     first.wait_ready()
@@ -239,7 +216,7 @@ def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
     asyncio.run(produce_all(bootstrap, _routed(env, push)))
     rows = read_labels(env, len(truth), timeout=120.0)
     cmp = compare_labels(rows, truth)
-    got_carts = _cart_alerts(env)
+    got_carts = cart_alert_ids(env)
     after = second.stats() or {}
     cmp.update(
         killed_after_records=stats.get("records"),

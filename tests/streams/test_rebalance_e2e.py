@@ -18,9 +18,11 @@ import pytest
 
 from tests.streams.conftest import produce
 from tests.streams.faultkit import (
+    cart_alert_ids,
     compare_labels,
     read_labels,
     record,
+    reference_run,
     simulate,
     true_labels,
     wait_until,
@@ -85,16 +87,18 @@ def test_a_moved_cart_is_continued_by_the_new_owner_and_the_old_one_raises_nothi
 
 
 @pytest.mark.timeout(300)
-def test_labels_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
-    worker_factory: Any, tmp_path: Path
+def test_labels_and_carts_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
+    worker_factory: Any, unique: Any, tmp_path: Path
 ) -> None:
-    """Partitions go A -> B -> A mid-stream, with clicks waiting for their labels each time:
-    every click is labeled once, as one worker that never stopped labels it (the true label
-    from the input: a purchase by the same customer within the horizon)."""
+    """Partitions go A -> B -> A mid-stream, with clicks waiting for their labels and carts
+    for their timeout each time: every click is labeled once, as one worker that never
+    stopped labels it (the true label from the input: a purchase by the same customer within
+    the horizon), and the cart alerts are those of a single worker that never stopped."""
     horizon_s = 300.0
     env_extra = {
         "STREAMSCORE_WORKER__PUBLISH_LABELS": "true",
         "STREAMSCORE_MODELS__PROPENSITY_HORIZON_MINUTES": str(horizon_s / 60),
+        "STREAMSCORE_DECISION__CART_ABANDONMENT_MINUTES": str(horizon_s / 60),
         "STREAMSCORE_INTENT__ENABLED": "false",
         # no partition idles in this test: time moves only with the events (so a pause
         # between two sends cannot move it past purchases that are sent next)
@@ -106,6 +110,20 @@ def test_labels_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
     records, _ = simulate(env, 6_000, seed=31, customers=300, rate=1.0)
     truth = true_labels(env, records, horizon_s)
     thirds = [records[:2_000], records[2_000:4_000], records[4_000:]]
+    # the last third, then one click, purchase and feedback per partition a horizon after
+    # the last event, so that every earlier click's horizon and cart's timeout pass
+    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
+    push: list[tuple[str, bytes, bytes]] = []
+    for cid in ("later-b", "later-a"):  # partitions 0, 1
+        push += [
+            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
+            purchase(f"{cid}-p", cid, end, 5.0, "books"),
+            feedback(f"{cid}-f", cid, end, 5, None),
+        ]
+    ref = reference_run(worker_factory, unique, tmp_path / "ref", env, env_extra, records, push)
+    read_labels(ref.env, len(truth), timeout=120.0)
+    want_carts = cart_alert_ids(ref.env)
+    ref.stop()
     a.wait_ready()
     alone = a.assigned()
     bootstrap = env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
@@ -126,22 +144,21 @@ def test_labels_through_a_move_to_b_and_back_to_a_are_those_of_one_worker(
     )
     b.stop()  # SIGTERM: B's partitions go back to A
     wait_until(lambda: a.assigned() == alone, 60.0, "A to take its partitions back")
-    # the last third, then one click, purchase and feedback per partition a horizon after
-    # the last event, so that every earlier click's horizon closes
-    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
-    push: list[tuple[str, bytes, bytes]] = []
-    for cid in ("later-b", "later-a"):  # partitions 0, 1
-        push += [
-            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
-            purchase(f"{cid}-p", cid, end, 5.0, "books"),
-            feedback(f"{cid}-f", cid, end, 5, None),
-        ]
     send(thirds[2] + _routed(env, push))
     rows = read_labels(env, len(truth), timeout=120.0)
     cmp = compare_labels(rows, truth)
+    got_carts = cart_alert_ids(env)
+    cmp.update(
+        cart_alerts=len(got_carts),
+        cart_alerts_single_worker=len(want_carts),
+        cart_alerts_missing=sorted(want_carts - got_carts),
+        cart_alerts_extra=sorted(got_carts - want_carts),
+    )
     record(tmp_path, "labels_a_b_a", cmp)
     assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
     assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
+    assert want_carts, "the stream should abandon some carts"
+    assert got_carts == want_carts, cmp
 
 
 @pytest.mark.timeout(180)
