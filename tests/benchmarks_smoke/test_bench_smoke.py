@@ -64,3 +64,4 @@ def test_state_store_quick(tmp_path: Path) -> None:
     rows = {r["store"]: r for r in doc["results"]}
     assert rows["redis"]["write_us_per_entry"] > 0 and rows["redis"]["resolve_us_per_entry"] > 0
     assert rows["changelog"]["recovery_s_per_100k"] > 0
+    assert rows["faust_table"]["recovered_entries"] > 0  # a real Faust table, written and recovered
