@@ -10,6 +10,7 @@ in the order (and with the keys) streamscore's ``publish`` sends them.
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import faust
@@ -52,22 +53,15 @@ def record(
 
 
 async def tick(pipeline: Pipeline) -> BatchOutputs:
-    """The work of streamscore's 1 s timer: due alerts and expired offer outcomes."""
-    pipeline.tick()
-    times = pipeline.settled_times()
-    outcomes, windows = await pipeline.offer_loop.expire(times, pipeline.clock.now())
-    labels, label_sets = await pipeline.resolve_labels()
-    carts, cart_sets = await pipeline.resolve_carts()
-    churn, churn_sets = await pipeline.resolve_churn()
-    await pipeline.resolve_sessions()
-    # streamscore forgets windows, labels and carts once their records are acknowledged; the
-    # peers publish after this returns and do not report acks back, so they forget at once
-    # (the same Redis work per tick, at-most-once for a crash in between).
-    await pipeline.offer_loop.forget(windows)
-    await pipeline.forget_labels(label_sets)
-    await pipeline.forget_carts(cart_sets)
-    await pipeline.forget_churn(churn_sets)
-    return BatchOutputs(alerts=[*carts, *churn], outcomes=outcomes, labels=labels)
+    """The work of streamscore's 1 s timer (``Pipeline.due``): due alerts, outcomes, labels.
+
+    streamscore retires what it took once the records are acknowledged; the peers publish
+    after this returns and do not report acks back, so they retire at once (the same Redis
+    work per tick, at-most-once for a crash in between).
+    """
+    due = await pipeline.due()
+    await pipeline.retire(due)
+    return due.outputs
 
 
 def outputs(topics: TopicSettings, out: BatchOutputs) -> list[Output]:
@@ -79,3 +73,16 @@ def outputs(topics: TopicSettings, out: BatchOutputs) -> list[Output]:
         *[Output(topics.intents, i.customer_id.encode(), i) for i in out.intents],
         *[Output(topics.offer_outcomes, o.customer_id.encode(), o) for o in out.outcomes],
     ]
+
+
+def run_faust_worker(app: faust.App, loglevel: str) -> None:
+    """Run ``app`` as a Faust worker in this process until it is stopped, with the options
+    streamscore's own worker uses (``streams.worker.run_worker``)."""
+    sys.argv = [*sys.argv[:1], "worker"]
+    faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    ).execute_from_commandline()

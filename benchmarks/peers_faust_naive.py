@@ -12,12 +12,9 @@ all acks.
 
 from __future__ import annotations
 
-import sys
-
-import faust
 from faust.types import StreamT
 
-from benchmarks._peer_job import outputs, prepare_process, record, tick
+from benchmarks._peer_job import outputs, prepare_process, record, run_faust_worker, tick
 from streams.agents import BatchOutputs, Pipeline
 from streams.app import create_app
 from streams.settings import Settings
@@ -59,14 +56,7 @@ def main() -> None:
     async def every_second() -> None:
         await send(await tick(pipeline))
 
-    sys.argv = [*sys.argv[:1], "worker"]
-    faust.Worker(
-        app,
-        loglevel=settings.worker.log_level,
-        quiet=True,
-        redirect_stdouts=False,
-        override_logging=False,
-    ).execute_from_commandline()
+    run_faust_worker(app, settings.worker.log_level)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faust
 from faust.types import StreamT
 
+from benchmarks._peer_job import run_faust_worker
 from streams.app import create_app
 from streams.logs import setup_logging
 from streams.settings import Settings
@@ -74,14 +74,7 @@ def main() -> None:
         if mode == "recover" and app.tables.recovery.completed.is_set():
             finish({"ready_at": time.time(), "entries": len(table)})
 
-    sys.argv = [*sys.argv[:1], "worker"]
-    faust.Worker(
-        app,
-        loglevel="WARNING",
-        quiet=True,
-        redirect_stdouts=False,
-        override_logging=False,
-    ).execute_from_commandline()
+    run_faust_worker(app, "WARNING")
 
 
 if __name__ == "__main__":

@@ -147,11 +147,12 @@ async def _resolve_all_labels(pipeline: Any, now: float) -> tuple[int, float]:
         pipeline.clock.observe((topic, 0), later)
     n, start = 0, time.perf_counter()
     while True:
-        _, dues = await pipeline.resolve_labels()
+        _, dues = await pipeline.resolve_labels(pipeline.settled_times())
         if not dues:
             return n, time.perf_counter() - start
         n += sum(len(d.labels) for d in dues)
-        await pipeline.forget_labels(dues)
+        for due in dues:
+            await pipeline.labels.forget(due)
 
 
 def _worker_stages(proc: SystemProcess) -> dict[str, Any]:

@@ -31,10 +31,10 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from faust.types import TP, EventT, StreamT
@@ -49,7 +49,7 @@ from models.alerts.rules import AlertRules
 from models.bundle import ModelBundle
 from models.decisioning.arbiter import Choice
 from models.decisioning.catalog import load_catalog
-from models.decisioning.outcomes import ContactState
+from models.decisioning.outcomes import ContactState, DueWindows
 from models.decisioning.policy import ClickContext, OfferPolicy
 from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
@@ -72,11 +72,12 @@ from streams.records import (
 )
 from streams.settings import Settings
 
-__all__ = ["BatchOutputs", "BatchProgress", "Pipeline", "register"]
+__all__ = ["BatchOutputs", "BatchProgress", "DueWork", "Pipeline", "register"]
 
 logger = logging.getLogger(__name__)
 
 _KINDS = ("clicks", "purchases", "feedback")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -148,6 +149,18 @@ class BatchProgress:
     churn_alerts: list[Alert] | None = None  # churn observed; its alerts past their cool-down
     sessions: bool = False  # session ends noted, purchased sessions handed to the fine-tuner
     outcomes: list[OfferOutcome] | None = None  # windows opened, purchases attributed
+
+
+@dataclass(slots=True)
+class DueWork:
+    """What the timer found due (``Pipeline.due``): the outputs to publish, then the taken
+    windows, labels, carts and silences to ``Pipeline.retire``."""
+
+    outputs: BatchOutputs
+    windows: list[DueWindows]
+    labels: list[DueLabels]
+    carts: list[DueCarts]
+    churn: list[DueSilences]
 
 
 class Pipeline:
@@ -675,9 +688,61 @@ class Pipeline:
         if self.intent is not None and now > 0.0:
             self.intent.expire(now)
 
-    async def resolve_labels(self) -> tuple[list[PropensityLabel], list[DueLabels]]:
+    async def _take_all(
+        self,
+        times: Mapping[int, float],
+        take: Callable[[int, float], Awaitable[_T]],
+        what: str,
+    ) -> list[_T]:
+        """``take`` on each owned partition at its settled time (``times``); a partition
+        without a time yet (just assigned, not read from) is left alone, and one whose take
+        fails is taken again by the next tick (the others' are kept)."""
+        out: list[_T] = []
+        for partition, t in sorted(times.items()):
+            if t <= 0.0:
+                continue
+            try:
+                out.append(await take(partition, t))
+            except FeatureStoreError as exc:
+                logger.warning("%s of partition %d not resolved yet: %s", what, partition, exc)
+        return out
+
+    async def due(self) -> DueWork:
+        """The timer's work between batches: checkpoints and idle sessions (``tick``), then
+        each owned partition's due offer windows, labels, carts, churn silences and session
+        ends, decided on that partition's settled time. Publish ``outputs``, then ``retire``.
+        """
+        self.tick()
+        times = self.settled_times()
+        outcomes, windows = await self.offer_loop.expire(times, self.clock.now())
+        labels, label_sets = await self.resolve_labels(times)
+        carts, cart_sets = await self.resolve_carts(times)
+        churn, churn_sets = await self.resolve_churn(times)
+        await self.resolve_sessions(times)
+        outputs = BatchOutputs(alerts=[*carts, *churn], outcomes=outcomes, labels=labels)
+        return DueWork(outputs, windows, label_sets, cart_sets, churn_sets)
+
+    async def retire(self, due: DueWork) -> None:
+        """``due``'s outputs are published: take its windows, labels, carts and silences off
+        their due sets. What fails stays due: the next tick re-emits it, same ids."""
+        await self.offer_loop.forget(due.windows)
+        stores: list[tuple[str, Any, Sequence[Any]]] = [
+            ("propensity labels", self.labels, due.labels),
+            ("cart alerts", self.carts, due.carts),
+            ("churn alerts", self.alerting.churn, due.churn),
+        ]
+        for what, store, sets in stores:
+            try:
+                for taken in sets:
+                    await store.forget(taken)
+            except FeatureStoreError as exc:
+                logger.warning("published %s not yet forgotten: %s", what, exc)
+
+    async def resolve_labels(
+        self, times: Mapping[int, float]
+    ) -> tuple[list[PropensityLabel], list[DueLabels]]:
         """Learn the propensity labels whose horizon closed on each owned partition's event
-        time; the label records to publish (when ``publish_labels``) and what to ``forget``
+        time; the label records to publish (when ``publish_labels``) and what to ``retire``
         once they are published.
 
         A partition just assigned waits until its topics have been read from (its time is
@@ -688,32 +753,24 @@ class Pipeline:
             return [], []
         publish = self.settings.worker.publish_labels
         records: list[PropensityLabel] = []
-        dues: list[DueLabels] = []
-        try:
-            for partition, t in sorted(self.settled_times().items()):
-                if t <= 0.0:
-                    continue
-                due = await self.labels.take(partition, t)
-                if not due.labels:
-                    continue
-                dues.append(due)
-                for label in due.labels:
-                    click = label.click
-                    if not label.again:
-                        self.models.propensity.learn_label(click.x, click.proba, label.positive)
-                    if publish:
-                        records.append(
-                            PropensityLabel(
-                                click_event_id=click.event_id,
-                                customer_id=click.customer_id,
-                                purchased=label.positive,
-                                propensity=round(click.proba, 6),
-                                click_ts=click.ts,
-                                ts=click.ts + self.labels.horizon_s,
-                            )
+        taken = await self._take_all(times, self.labels.take, "propensity labels")
+        dues = [d for d in taken if d.labels]
+        for due in dues:
+            for label in due.labels:
+                click = label.click
+                if not label.again:
+                    self.models.propensity.learn_label(click.x, click.proba, label.positive)
+                if publish:
+                    records.append(
+                        PropensityLabel(
+                            click_event_id=click.event_id,
+                            customer_id=click.customer_id,
+                            purchased=label.positive,
+                            propensity=round(click.proba, 6),
+                            click_ts=click.ts,
+                            ts=click.ts + self.labels.horizon_s,
                         )
-        except FeatureStoreError as exc:  # the next tick takes them again, same labels
-            logger.warning("propensity labels not resolved yet: %s", exc)
+                    )
         return records, dues
 
     def _cart_alerts(self, fired: Sequence[FiredCart]) -> list[Alert]:
@@ -729,24 +786,15 @@ class Pipeline:
             for f in fired
         ]
 
-    async def resolve_carts(self) -> tuple[list[Alert], list[DueCarts]]:
+    async def resolve_carts(self, times: Mapping[int, float]) -> tuple[list[Alert], list[DueCarts]]:
         """The carts abandoned by each owned partition's event time (those the session model
-        did not fire early) as alerts, and what to ``forget_carts`` once they are published.
-        As ``resolve_labels``, on each partition's settled time."""
+        did not fire early) as alerts past their cool-down, and what to ``retire`` once they
+        are published. As ``resolve_labels``."""
         if not self.carts.started:
             return [], []
-        alerts: list[Alert] = []
-        dues: list[DueCarts] = []
-        try:
-            for partition, t in sorted(self.settled_times().items()):
-                if t <= 0.0:
-                    continue
-                due = await self.carts.take(partition, t)
-                if due.taken:
-                    dues.append(due)
-                    alerts += self._cart_alerts(due.fired)
-        except FeatureStoreError as exc:  # the next tick takes them again, same alert ids
-            logger.warning("abandoned carts not resolved yet: %s", exc)
+        taken = await self._take_all(times, self.carts.take, "abandoned carts")
+        dues = [d for d in taken if d.taken]
+        alerts = [a for d in dues for a in self._cart_alerts(d.fired)]
         try:
             return await self.alerting.admit(alerts), dues
         except FeatureStoreError as exc:  # not forgotten: the next tick takes them again
@@ -773,19 +821,17 @@ class Pipeline:
             if key is not None:
                 sessions[(partition, *key)] = ("end", event.ts)
 
-    async def resolve_sessions(self) -> int:
+    async def resolve_sessions(self, times: Mapping[int, float]) -> int:
         """Hand the sessions idle by each owned partition's event time to the fine-tuner
         (their steps from the session log, whoever stepped them); how many."""
         if self.intent is None or not self.session_ends.started:
             return 0
         n = 0
-        try:
-            for partition, t in sorted(self.settled_times().items()):
-                if t > 0.0:
-                    keys = await self.session_ends.take(partition, t)
-                    n += await self.intent.learn([(k, False) for k in keys])
-        except FeatureStoreError as exc:  # popped sessions are not learned: best effort
-            logger.warning("ended sessions not learned: %s", exc)
+        for keys in await self._take_all(times, self.session_ends.take, "ended sessions"):
+            try:
+                n += await self.intent.learn([(k, False) for k in keys])
+            except FeatureStoreError as exc:  # popped sessions are not learned: best effort
+                logger.warning("ended sessions not learned: %s", exc)
         return n
 
     def _churn_alerts(self, raised: Sequence[RaisedChurn]) -> list[Alert]:
@@ -793,48 +839,21 @@ class Pipeline:
         now_wall = time.time()
         return [_alert(churn_alert(r.signal), version, now_wall, r.signal.ts) for r in raised]
 
-    async def resolve_churn(self) -> tuple[list[Alert], list[DueSilences]]:
-        """The customers gone silent by each owned partition's event time, as churn alerts,
-        and what to ``forget_churn`` once they are published (as ``resolve_carts``)."""
+    async def resolve_churn(
+        self, times: Mapping[int, float]
+    ) -> tuple[list[Alert], list[DueSilences]]:
+        """The customers gone silent by each owned partition's event time, as churn alerts
+        past their cool-down, and what to ``retire`` once they are published."""
         if not self.alerting.churn.started or not self.settings.alerting.churn_enabled:
             return [], []
-        alerts: list[Alert] = []
-        dues: list[DueSilences] = []
+        taken = await self._take_all(times, self.alerting.churn.take, "churn silences")
+        dues = [d for d in taken if d.raised]
+        alerts = [a for d in dues for a in self._churn_alerts(d.raised)]
         try:
-            for partition, t in sorted(self.settled_times().items()):
-                if t <= 0.0:
-                    continue
-                due = await self.alerting.churn.take(partition, t)
-                if due.raised:
-                    dues.append(due)
-                    alerts += self._churn_alerts(due.raised)
             return await self.alerting.admit(alerts), dues
         except FeatureStoreError as exc:  # not forgotten: the next tick takes them again
-            logger.warning("churn silences not resolved yet: %s", exc)
+            logger.warning("churn silences not admitted yet: %s", exc)
             return [], []
-
-    async def forget_churn(self, dues: Sequence[DueSilences]) -> None:
-        try:
-            for due in dues:
-                await self.alerting.churn.forget(due)
-        except FeatureStoreError as exc:  # still due: the next tick re-emits, same ids
-            logger.warning("published churn alerts not yet forgotten: %s", exc)
-
-    async def forget_carts(self, dues: Sequence[DueCarts]) -> None:
-        """The alerts of ``dues`` are published: stop watching those carts."""
-        try:
-            for due in dues:
-                await self.carts.forget(due)
-        except FeatureStoreError as exc:  # still due: the next tick re-emits, same ids
-            logger.warning("published cart alerts not yet forgotten: %s", exc)
-
-    async def forget_labels(self, dues: Sequence[DueLabels]) -> None:
-        """The labels of ``dues`` are learned and published: retire them."""
-        try:
-            for due in dues:
-                await self.labels.forget(due)
-        except FeatureStoreError as exc:  # still due: the next tick re-emits them, same ids
-            logger.warning("published propensity labels not yet forgotten: %s", exc)
 
     def tick(self) -> None:
         """Periodic work between batches: idle sessions and checkpoints. (Labels, carts,
@@ -1032,21 +1051,11 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
 
     @app.timer(1.0)
     async def tick() -> None:
-        pipeline.tick()
-        outcomes_due, windows = await pipeline.offer_loop.expire(
-            pipeline.settled_times(), pipeline.clock.now()
-        )
-        labels_due, label_sets = await pipeline.resolve_labels()
-        carts_due, cart_sets = await pipeline.resolve_carts()
-        churn_due, churn_sets = await pipeline.resolve_churn()
-        await pipeline.resolve_sessions()
-        alerts_due = [*carts_due, *churn_due]
-        if alerts_due or outcomes_due or labels_due:
-            await publish(BatchOutputs(alerts=alerts_due, outcomes=outcomes_due, labels=labels_due))
-        await pipeline.offer_loop.forget(windows)
-        await pipeline.forget_labels(label_sets)
-        await pipeline.forget_carts(cart_sets)
-        await pipeline.forget_churn(churn_sets)
+        due = await pipeline.due()
+        out = due.outputs
+        if out.alerts or out.outcomes or out.labels:
+            await publish(out)
+        await pipeline.retire(due)
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:

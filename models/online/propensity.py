@@ -34,7 +34,7 @@ import heapq
 import logging
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -249,18 +249,6 @@ class PropensityModel:
         else:
             del self._by_customer[customer_id]
         return n
-
-    def forget(self, customer_ids: Iterable[str]) -> int:
-        """Drop the pending clicks of these customers unlabeled (their partition moved to
-        another worker, which sees their purchases now); returns how many were dropped."""
-        dropped = 0
-        for customer_id in customer_ids:
-            for event_id in self._by_customer.pop(customer_id, ()):
-                if self._pending.pop(event_id, None) is not None:
-                    self._positive.discard(event_id)
-                    dropped += 1
-        self._n_dropped += dropped
-        return dropped
 
     def expire(self, now_ts: float) -> int:
         """Learn the clicks whose horizon ends at or before ``now_ts``; returns the negatives.

@@ -49,6 +49,7 @@ __all__ = [
     "record",
     "reference_run",
     "simulate",
+    "time_past",
     "true_labels",
     "wait_drained",
     "wait_until",
@@ -230,6 +231,25 @@ def reference_run(
     asyncio.run(produce_all(bootstrap, [(topic[t], k, v) for t, k, v in records]))
     asyncio.run(produce_all(bootstrap, [(kinds[t], k, v) for t, k, v in then]))
     return ref
+
+
+def time_past(
+    records: list[tuple[str, bytes, bytes]], after_s: float
+) -> list[tuple[str, bytes, bytes]]:
+    """One click, purchase and feedback per partition (``later-b`` and ``later-a`` route to
+    partitions 0 and 1 of two), ``after_s`` after the latest event of ``records``: every
+    topic of every partition reaches that time, so every earlier deadline passes."""
+    from tests.streams.test_pipeline_e2e import click, feedback, purchase
+
+    end = max(orjson.loads(v)["ts"] for _, _, v in records) + after_s
+    out: list[tuple[str, bytes, bytes]] = []
+    for cid in ("later-b", "later-a"):
+        out += [
+            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
+            purchase(f"{cid}-p", cid, end, 5.0, "books"),
+            feedback(f"{cid}-f", cid, end, 5, None),
+        ]
+    return out
 
 
 def cart_alert_ids(env: dict[str, str]) -> set[str]:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.streams.faultkit import (
@@ -27,11 +26,12 @@ from tests.streams.faultkit import (
     record,
     reference_run,
     simulate,
+    time_past,
     true_labels,
     wait_drained,
     wait_until,
 )
-from tests.streams.test_pipeline_e2e import _routed, click, feedback, purchase
+from tests.streams.test_pipeline_e2e import _routed
 
 pytestmark = pytest.mark.slow
 
@@ -189,14 +189,7 @@ def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
     env = first.env
     records, _ = simulate(env, 6_000, seed=37, customers=300, rate=1.0)
     truth = true_labels(env, records, horizon_s)
-    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
-    push: list[tuple[str, bytes, bytes]] = []
-    for cid in ("later-b", "later-a"):  # partitions 0, 1: every earlier deadline passes
-        push += [
-            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
-            purchase(f"{cid}-p", cid, end, 5.0, "books"),
-            feedback(f"{cid}-f", cid, end, 5, None),
-        ]
+    push = time_past(records, horizon_s + 60)  # every earlier deadline passes
 
     # the reference: the same input through a worker that never crashes
     ref = reference_run(worker_factory, unique, tmp_path / "ref", env, env_extra, records, push)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.streams.conftest import produce
@@ -24,11 +23,12 @@ from tests.streams.faultkit import (
     record,
     reference_run,
     simulate,
+    time_past,
     true_labels,
     wait_until,
 )
 from tests.streams.test_offer_outcomes_e2e import _read
-from tests.streams.test_pipeline_e2e import _routed, click, feedback, purchase
+from tests.streams.test_pipeline_e2e import _routed, click, purchase
 
 T0 = float(int(time.time()) - 7200)
 BUYERS = ("buyer-b", "buyer-a")  # partitions 0, 1
@@ -112,14 +112,7 @@ def test_labels_and_carts_through_a_move_to_b_and_back_to_a_are_those_of_one_wor
     thirds = [records[:2_000], records[2_000:4_000], records[4_000:]]
     # the last third, then one click, purchase and feedback per partition a horizon after
     # the last event, so that every earlier click's horizon and cart's timeout pass
-    end = max(orjson.loads(v)["ts"] for _, _, v in records) + horizon_s + 60
-    push: list[tuple[str, bytes, bytes]] = []
-    for cid in ("later-b", "later-a"):  # partitions 0, 1
-        push += [
-            click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
-            purchase(f"{cid}-p", cid, end, 5.0, "books"),
-            feedback(f"{cid}-f", cid, end, 5, None),
-        ]
+    push = time_past(records, horizon_s + 60)
     ref = reference_run(worker_factory, unique, tmp_path / "ref", env, env_extra, records, push)
     read_labels(ref.env, len(truth), timeout=120.0)
     want_carts = cart_alert_ids(ref.env)

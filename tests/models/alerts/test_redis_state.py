@@ -4,7 +4,7 @@ in-memory AlertCooldown's decisions kept in Redis."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -21,16 +21,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-async def carts(client: Redis, unique: Callable[[str], str]) -> CartStore:
+async def carts(aredis: Redis, unique: Callable[[str], str]) -> CartStore:
     store = CartStore(unique("ct"), window_s=1_800.0, early_prob=0.8, max_carts=1_000)
-    await store.start(client)
+    await store.start(aredis)
     return store
 
 
@@ -207,13 +200,13 @@ async def test_random_streams_abandon_the_carts_the_rule_says(carts: CartStore, 
 
 @pytest.mark.parametrize("seed", [4, 5])
 async def test_redis_cool_downs_decide_as_the_in_memory_ones(
-    client: Redis, unique: Callable[[str], str], seed: int
+    aredis: Redis, unique: Callable[[str], str], seed: int
 ) -> None:
     rng = random.Random(seed)
     windows = {"churn_risk": 3_600.0, "anomaly": 600.0}
     memory = AlertCooldown(windows, default_s=60.0)
     store = CooldownStore(unique("cd"), windows, default_s=60.0)
-    await store.start(client)
+    await store.start(aredis)
     alerts = []
     for k in range(300):
         cid, kind = f"c{rng.randint(0, 4)}", rng.choice([*windows, "negative_feedback"])
@@ -230,7 +223,7 @@ async def test_redis_cool_downs_decide_as_the_in_memory_ones(
 
 @pytest.mark.parametrize("seed", [6, 7])
 async def test_redis_churn_raises_what_the_in_memory_churn_watch_raises(
-    client: Redis, unique: Callable[[str], str], seed: int
+    aredis: Redis, unique: Callable[[str], str], seed: int
 ) -> None:
     """Activity drops and silences, hysteresis, out-of-order events: ChurnStore's alerts
     are ChurnWatch's, taken at the same watermarks."""
@@ -238,7 +231,7 @@ async def test_redis_churn_raises_what_the_in_memory_churn_watch_raises(
     settings = AlertSettings(churn_grace_hours=2.0)
     memory = ChurnWatch(settings)
     store = ChurnStore(unique("ch"), settings)
-    await store.start(client)
+    await store.start(aredis)
     day = 86_400.0
     clicks = {f"c{i}": [] for i in range(8)}  # each customer's click times
     ts = T0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -13,12 +13,10 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def ends(redis_url: str, unique: Callable[[str], str]) -> AsyncIterator[SessionEnds]:
-    client = Redis.from_url(redis_url)
+async def ends(aredis: Redis, unique: Callable[[str], str]) -> SessionEnds:
     store = SessionEnds(unique("se"), idle_s=1_800.0)
-    await store.start(client)
-    yield store
-    await client.aclose()
+    await store.start(aredis)
+    return store
 
 
 async def test_a_session_ends_when_idle_by_its_partitions_time_and_only_once(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -14,16 +14,9 @@ H = 1_800.0
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    c = Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-async def labels(client: Redis, unique: Callable[[str], str]) -> LabelStore:
+async def labels(aredis: Redis, unique: Callable[[str], str]) -> LabelStore:
     store = LabelStore(unique("lb"), horizon_s=H, max_pending=1_000)
-    await store.start(client)
+    await store.start(aredis)
     return store
 
 
@@ -85,23 +78,23 @@ async def test_partitions_keep_their_own_clicks_and_time(labels: LabelStore) -> 
 
 
 async def test_the_oldest_clicks_go_unlabeled_beyond_max_pending(
-    client: Redis, unique: Callable[[str], str]
+    aredis: Redis, unique: Callable[[str], str]
 ) -> None:
     store = LabelStore(unique("lb"), horizon_s=H, max_pending=3)
-    await store.start(client)
+    await store.start(aredis)
     queued, dropped = await store.add([(0, click(f"e{i}", "c", T0 + i)) for i in range(5)], [])
     assert (queued, dropped) == (5, 2)
     due = await store.take(0, T0 + 2 * H)
     assert [r.click.event_id for r in due.labels] == ["e2", "e3", "e4"]
 
 
-async def test_old_purchases_are_pruned(labels: LabelStore, client: Redis) -> None:
+async def test_old_purchases_are_pruned(labels: LabelStore, aredis: Redis) -> None:
     await labels.add([], [(0, "c1", T0), (0, "c2", T0 + 3 * H)])
     await labels.add([], [(0, "c2", T0 + 6 * H)])  # c2's first purchase is 3 horizons older
     await labels.take(0, T0 + 5 * H)
     buys = labels.keys(0)[2]
-    assert await client.hget(buys, "c1") is None, "c1 bought more than two horizons ago"
-    assert await client.hget(buys, "c2") == repr(T0 + 6 * H).encode()
+    assert await aredis.hget(buys, "c1") is None, "c1 bought more than two horizons ago"
+    assert await aredis.hget(buys, "c2") == repr(T0 + 6 * H).encode()
 
 
 async def test_a_backlog_of_due_clicks_keeps_the_purchases_it_needs(labels: LabelStore) -> None:
