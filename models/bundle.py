@@ -29,24 +29,30 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from models.alerts.anomaly import PurchaseAnomaly
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, settings_key
+from models.decisioning.bandit import LinUCB
 from models.online.propensity import PropensityModel
 from models.online.segments import SegmentModel
 from models.online.sentiment import LexiconSentiment
 from models.online.text import FeedbackText
 from models.settings import AlertSettings, ModelSettings, TextSettings
+from models.shared import SharedState
 
-__all__ = ["ModelBundle", "new_anomaly"]
+if TYPE_CHECKING:
+    from models.intent.service import IntentService
+
+__all__ = ["ModelBundle", "SharedModels", "new_anomaly"]
 
 logger = logging.getLogger(__name__)
 
 _FILE: Final = re.compile(r"models-(\d{8})\.ckpt")
 # Parts that checkpoints written before them lack.
-_ADDED_LATER: Final = frozenset({"text", "anomaly"})
+_ADDED_LATER: Final = frozenset({"text", "anomaly", "bandit"})
 
 
 class ModelBundle:
@@ -62,6 +68,8 @@ class ModelBundle:
     text, anomaly
         The feedback text models and the purchase anomaly detector; fresh ones when None
         (also when loading a checkpoint written before they existed).
+    bandit
+        The offer bandit (the worker's arbiter owns its settings); None until it is attached.
     keep
         How many checkpoint files ``save`` keeps in its directory (older ones are deleted).
     """
@@ -75,6 +83,7 @@ class ModelBundle:
         sentiment: LexiconSentiment | None = None,
         text: FeedbackText | None = None,
         anomaly: PurchaseAnomaly | None = None,
+        bandit: LinUCB | None = None,
         keep: int = 3,
     ) -> None:
         if keep < 1:
@@ -87,6 +96,7 @@ class ModelBundle:
         self.sentiment = LexiconSentiment() if sentiment is None else sentiment
         self.text = FeedbackText(TextSettings(), lexicon=self.sentiment) if text is None else text
         self.anomaly = new_anomaly(AlertSettings()) if anomaly is None else anomaly
+        self.bandit = bandit
         self.keep = keep
         self._generation = 0
         self._updates_at_generation = self._updates()
@@ -106,13 +116,40 @@ class ModelBundle:
             + self.segments.n_learned
             + self.text.n_learned
             + self.anomaly.n_learned
+            + (self.bandit.n_learned if self.bandit is not None else 0)
         )
+
+    def adopt(self, generation: int) -> None:
+        """These models are now the deployment's generation ``generation`` (a merge)."""
+        self._generation = generation
+        self._updates_at_generation = self._updates()
+
+    def shared_state(self) -> SharedState:
+        """Everything the workers of a deployment share (``models/shared.py``)."""
+        state = {
+            **self.propensity.shared_state(),
+            **self.segments.shared_state(),
+            **self.text.shared_state(),
+            **self.anomaly.shared_state(),
+        }
+        if self.bandit is not None:
+            state.update(self.bandit.shared_state())
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        self.propensity.load_shared_state(state)
+        self.segments.load_shared_state(state)
+        self.text.load_shared_state(state)
+        self.anomaly.load_shared_state(state)
+        if self.bandit is not None:
+            self.bandit.load_shared_state(state)
 
     # -- one file -----------------------------------------------------------------------------
 
-    def to_checkpoint(self, path: Path) -> None:
-        """Write the models to ``path`` as the next generation."""
-        generation = self._generation + 1
+    def to_checkpoint(self, path: Path, *, next_generation: bool = True) -> None:
+        """Write the models to ``path`` as the next generation (or as the current one: a
+        worker whose generations are the deployment's, ``SharedModels``)."""
+        generation = self._generation + 1 if next_generation else self._generation
         version = f"v{generation}+0"
         state = {
             "generation": generation,
@@ -121,6 +158,7 @@ class ModelBundle:
             "sentiment": self.sentiment,
             "text": self.text,
             "anomaly": self.anomaly,
+            "bandit": self.bandit,
         }
         meta = {
             "generation": generation,
@@ -129,8 +167,8 @@ class ModelBundle:
             "segments_n_learned": self.segments.n_learned,
         }
         save_checkpoint(path, state, key=settings_key(self.settings), version=version, meta=meta)
-        self._generation = generation
-        self._updates_at_generation = self._updates()
+        if next_generation:
+            self.adopt(generation)
 
     @classmethod
     def from_checkpoint(cls, path: Path, settings: ModelSettings, *, keep: int = 3) -> ModelBundle:
@@ -148,11 +186,13 @@ class ModelBundle:
 
     # -- a directory of generations -----------------------------------------------------------
 
-    def save(self, directory: Path | None = None) -> Path:
-        """Checkpoint into ``directory`` (default: ``settings.checkpoint_dir``); keep the newest."""
+    def save(self, directory: Path | None = None, *, next_generation: bool = True) -> Path:
+        """Checkpoint into ``directory`` (default: ``settings.checkpoint_dir``); keep the newest.
+        ``next_generation=False`` saves as the current generation (``to_checkpoint``)."""
         directory = Path(self.settings.checkpoint_dir if directory is None else directory)
-        path = directory / f"models-{self._generation + 1:08d}.ckpt"
-        self.to_checkpoint(path)
+        generation = self._generation + 1 if next_generation else self._generation
+        path = directory / f"models-{generation:08d}.ckpt"
+        self.to_checkpoint(path, next_generation=next_generation)
         for old in _checkpoints(directory)[self.keep :]:
             try:
                 old.unlink()
@@ -188,6 +228,41 @@ class ModelBundle:
         return cls(settings, keep=keep)
 
 
+class SharedModels:
+    """The worker's models as the deployment shares them (``models.sync.ModelSync``): the
+    bundle, with its bandit, and the intent LSTM's weights when intent scoring is on."""
+
+    def __init__(self, bundle: ModelBundle, intent: IntentService | None = None) -> None:
+        self.bundle = bundle
+        self.intent = intent
+        bundle.anomaly.share()
+
+    @property
+    def generation(self) -> int:
+        return self.bundle.generation
+
+    def shared_state(self) -> SharedState:
+        state = self.bundle.shared_state()
+        if self.intent is not None:
+            state.update(self.intent.shared_state())
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        self.bundle.load_shared_state(state)
+        if self.intent is not None:
+            self.intent.load_shared_state(state)
+
+    def settle(self, state: SharedState) -> SharedState:
+        return self.bundle.anomaly.settle_shared_state(state)
+
+    def updates(self) -> int:
+        tuned = self.intent.trainer.accepted if self.intent is not None else 0
+        return self.bundle._updates() + tuned
+
+    def adopt(self, generation: int) -> None:
+        self.bundle.adopt(generation)
+
+
 def new_anomaly(s: AlertSettings) -> PurchaseAnomaly:
     return PurchaseAnomaly(
         warmup=s.anomaly_warmup,
@@ -213,6 +288,7 @@ def _typed_parts(path: Path, state: dict[str, Any]) -> dict[str, Any]:
         "sentiment": LexiconSentiment,
         "text": FeedbackText,
         "anomaly": PurchaseAnomaly,
+        "bandit": LinUCB,
     }
     parts = {}
     for name, kind in expected.items():

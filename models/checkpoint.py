@@ -43,7 +43,15 @@ import orjson
 
 from models.settings import ModelSettings
 
-__all__ = ["MAGIC", "CheckpointError", "load_checkpoint", "save_checkpoint", "settings_key"]
+__all__ = [
+    "MAGIC",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
+    "settings_key",
+    "signed_bytes",
+    "verified",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +100,8 @@ def _mac(key: bytes, head: bytes, payload: bytes) -> bytes:
     return mac.digest()
 
 
-def save_checkpoint(
-    path: Path, obj: Any, *, key: bytes, version: str, meta: dict[str, Any]
-) -> None:
-    """Pickle ``obj`` and write it, signed, to ``path`` atomically."""
+def signed_bytes(obj: Any, *, key: bytes, version: str, meta: dict[str, Any]) -> bytes:
+    """``obj`` pickled and signed: the bytes of a checkpoint file (also kept in Redis)."""
     _check_key(key)
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     now = time.time()
@@ -111,15 +117,20 @@ def save_checkpoint(
         }
     )
     head = MAGIC + _LENGTH.pack(len(header)) + header
-    mac = _mac(key, head, payload)
+    return head + _mac(key, head, payload) + payload
+
+
+def save_checkpoint(
+    path: Path, obj: Any, *, key: bytes, version: str, meta: dict[str, Any]
+) -> None:
+    """Pickle ``obj`` and write it, signed, to ``path`` atomically."""
+    data = signed_bytes(obj, key=key, version=version, meta=meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(mac)
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -128,7 +139,7 @@ def save_checkpoint(
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    logger.info("checkpoint %s written: version %s, %d bytes", path, version, len(payload))
+    logger.info("checkpoint %s written: version %s, %d bytes", path, version, len(data))
 
 
 def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:
@@ -139,6 +150,14 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return verified(data, key=key, source=str(path))
+
+
+def verified(data: bytes, *, key: bytes, source: str) -> tuple[Any, dict[str, Any]]:
+    """The object and header of ``signed_bytes`` output, after its signature is verified;
+    ``source`` names where the bytes came from in errors."""
+    _check_key(key)
+    path = source
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LENGTH.size:
         raise CheckpointError(f"{path} is not a signed streamscore checkpoint (bad magic)")
     (header_len,) = _LENGTH.unpack_from(data, len(MAGIC))
@@ -152,7 +171,7 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(
             f"checkpoint {path} has a bad signature: it was modified or signed with another key"
         )
-    # Signed by us from here on: the header and payload are what save_checkpoint wrote.
+    # Signed by us from here on: the header and payload are what signed_bytes wrote.
     try:
         header = orjson.loads(head[start:])
     except orjson.JSONDecodeError as exc:

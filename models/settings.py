@@ -23,6 +23,9 @@ class ModelSettings(BaseModel):
     # A save pickles in the event loop: ~0.1 s at 50k pending labels, ~1 s at the 200k cap
     # (a latency stall), so not too often; shutdown always saves.
     checkpoint_every_s: float = Field(default=300.0, gt=0)
+    # How often a worker merges its models with the deployment's through Redis (models/sync.py);
+    # 0: every worker keeps its own models (the behaviour before one model per deployment).
+    sync_every_s: float = Field(default=5.0, ge=0)
     # HMAC-SHA256 key signing checkpoints; unsigned or tampered files are refused.
     checkpoint_key: SecretStr = SecretStr("streamscore-dev-key-change-me")
     max_pending_labels: int = Field(default=200_000, ge=1)

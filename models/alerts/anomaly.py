@@ -14,6 +14,12 @@ taken before learning, so an outlier is judged against the past only.
 
 The last purchase time per customer is kept in memory, bounded (least recently seen dropped).
 
+The workers of a deployment share one detector (``shared_state``): the trees' masses, the
+scaler's bounds and the score histogram behind the quantile are sums (bounds: min/max), so they
+merge exactly. The trees' window pivot (the latest window's masses become the reference) is
+then the deployment's, done when the merged count of purchases reaches ``window_size``
+(``settle_shared_state``), not each worker's: ``share()`` turns the local pivot off.
+
 >>> import random
 >>> rng = random.Random(7)
 >>> model = PurchaseAnomaly(warmup=300, seed=7)
@@ -28,19 +34,76 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
-from river import anomaly, preprocessing, stats
+import numpy as np
+from river import anomaly, preprocessing
 from river.compose import Pipeline
+from river.tree.padded import make_padded_tree
 
 from features.events import Purchase
 from models.alerts.rules import Alert
 from models.ids import alert_id
+from models.shared import SharedState
 
 __all__ = ["PurchaseAnomaly", "anomaly_alert"]
 
 _FIRST_GAP_HOURS: Final = 30 * 24.0
 _LIMITS: Final = (-1.0, 2.0)
+_FEATURES: Final = ("amount", "basket", "gap_h")
+_BINS: Final = 1000  # the score histogram behind the quantile: scores are in [0, 1]
+
+
+class _Trees(anomaly.HalfSpaceTrees):
+    """``HalfSpaceTrees`` whose window pivot can be left to the deployment (``pivot``)."""
+
+    pivot = True
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        if self.pivot:
+            super().learn_one(x)
+            return
+        counter = self.counter
+        self.counter = -2  # River pivots when the incremented counter equals window_size
+        super().learn_one(x)
+        self.counter = counter + 1
+
+    def build(self) -> None:
+        """The trees, as ``learn_one`` builds them on the first purchase (same seed: the same
+        trees on every worker)."""
+        if not self.trees:
+            limits = {name: self.limits[name] for name in sorted(_FEATURES)}
+            self.trees = [
+                make_padded_tree(
+                    limits=limits,
+                    height=self.height,
+                    padding=0.15,
+                    rng=self.rng,
+                    r_mass=0,
+                    l_mass=0,
+                )
+                for _ in range(self.n_trees)
+            ]
+            self._tree_nodes = [list(t.iter_dfs()) for t in self.trees]
+
+
+class _ScoreQuantile:
+    """A quantile of scores in [0, 1] from a histogram of ``_BINS`` bins (mergeable by sum)."""
+
+    def __init__(self, q: float) -> None:
+        self.q = q
+        self.bins = np.zeros(_BINS)
+
+    def update(self, score: float) -> None:
+        self.bins[min(max(int(score * _BINS), 0), _BINS - 1)] += 1.0
+
+    def get(self) -> float | None:
+        total = self.bins.sum()
+        if total <= 0:
+            return None
+        i = int(np.searchsorted(np.cumsum(self.bins), self.q * total))
+        return min(i + 1, _BINS) / _BINS  # the bin's upper edge
 
 
 class PurchaseAnomaly:
@@ -79,14 +142,14 @@ class PurchaseAnomaly:
         self.window_size = window_size
         self.seed = seed
         self.max_customers = max_customers
-        self._model: Pipeline = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
+        self._model: Pipeline = preprocessing.MinMaxScaler() | _Trees(
             n_trees=n_trees,
             height=height,
             window_size=window_size,
             seed=seed,
-            limits=dict.fromkeys(("amount", "basket", "gap_h"), _LIMITS),
+            limits=dict.fromkeys(_FEATURES, _LIMITS),
         )
-        self._quantile = stats.Quantile(quantile)
+        self._quantile = _ScoreQuantile(quantile)
         self._last: OrderedDict[str, float] = OrderedDict()
         self.n_learned = 0
 
@@ -118,6 +181,76 @@ class PurchaseAnomaly:
         x = self.features(purchase.customer_id, purchase.ts, purchase.total, basket)
         flagged, score = self.score(purchase.customer_id, purchase.ts, purchase.total, basket)
         return anomaly_alert(purchase, score, x) if flagged else None
+
+    # -- one detector per deployment ------------------------------------------------------
+
+    def _trees(self) -> _Trees:
+        trees = self._model[1]
+        if not isinstance(trees, _Trees):  # pickled before _Trees existed
+            trees.__class__ = _Trees
+        return trees  # type: ignore[return-value]
+
+    def share(self) -> None:
+        """Leave the window pivot to ``settle_shared_state`` (the deployment's merge)."""
+        self._trees().pivot = False
+
+    def shared_state(self) -> SharedState:
+        trees = self._trees()
+        trees.build()
+        scaler = self._model[0]
+        return {
+            "anomaly.l": np.array([[n.l_mass for n in nodes] for nodes in trees._tree_nodes]),
+            "anomaly.r": np.array([[n.r_mass for n in nodes] for nodes in trees._tree_nodes]),
+            "anomaly.counter": float(trees.counter),
+            "anomaly.windows": 0.0 if trees._first_window else 1.0,
+            "anomaly.scaler.min": np.array([scaler.min[f].get() for f in _FEATURES]),
+            "anomaly.scaler.max": np.array([scaler.max[f].get() for f in _FEATURES]),
+            "anomaly.scores": self._quantile.bins.copy(),
+            "anomaly.n_learned": float(self.n_learned),
+        }
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        trees = self._trees()
+        trees.build()
+        if "anomaly.l" in state:
+            for nodes, ls, rs in zip(
+                trees._tree_nodes, state["anomaly.l"], state["anomaly.r"], strict=True
+            ):
+                for node, lm, rm in zip(nodes, ls.tolist(), rs.tolist(), strict=True):
+                    node.l_mass, node.r_mass = lm, rm
+        trees.counter = round(float(state.get("anomaly.counter", 0.0)))
+        trees._first_window = float(state.get("anomaly.windows", 0.0)) <= 0.0
+        scaler = self._model[0]
+        for f, lo, hi in zip(
+            _FEATURES,
+            state.get("anomaly.scaler.min", [math.inf] * 3),
+            state.get("anomaly.scaler.max", [-math.inf] * 3),
+            strict=True,
+        ):
+            scaler.min[f].min = float(lo)
+            scaler.max[f].max = float(hi)
+        if "anomaly.scores" in state:
+            self._quantile.bins = np.array(state["anomaly.scores"], dtype=np.float64)
+        self.n_learned = round(float(state.get("anomaly.n_learned", 0.0)))
+
+    def settle_shared_state(self, state: SharedState) -> SharedState:
+        """The deployment's window pivot: once the merged state counts ``window_size``
+        purchases, the latest masses become the reference (scaled to one window when more
+        came in between two merges) and a new window starts."""
+        counter = float(state.get("anomaly.counter", 0.0))
+        if counter < self.window_size or "anomaly.l" not in state:
+            return state
+        state = dict(state)
+        state["anomaly.r"] = np.asarray(state["anomaly.l"]) * (self.window_size / counter)
+        state["anomaly.l"] = np.zeros_like(state["anomaly.r"])
+        state["anomaly.counter"] = 0.0
+        state["anomaly.windows"] = 1.0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if not isinstance(state.get("_quantile"), _ScoreQuantile):  # River's P2 quantile
+            state["_quantile"] = _ScoreQuantile(state["quantile"])
+        self.__dict__.update(state)
 
     def _remember(self, customer_id: str, ts: float) -> None:
         last = self._last.get(customer_id)

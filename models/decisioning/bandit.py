@@ -7,6 +7,8 @@ updated with Sherman-Morrison and stacked over arms, so a decision over k arms i
 mat-vec product and a learned outcome one rank-one update: a few microseconds at our dimension
 (~20).
 ``alpha`` is the exploration knob; ``prior`` is the ridge (``A = prior * I`` for a new arm).
+``A`` and ``b`` themselves are kept too: they are sums over outcomes, so the workers of a
+deployment merge them exactly (``shared_state``, ``models/shared.py``).
 Ties break towards the first arm, so pass arms in the fixed-rule order and an untrained
 bandit starts as the fixed policy.
 
@@ -33,8 +35,11 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from hashlib import blake2b
+from typing import Any
 
 import numpy as np
+
+from models.shared import SEP, SharedState
 
 __all__ = ["CONTEXT_NAMES", "LinUCB", "bucket", "context_vector"]
 
@@ -112,6 +117,7 @@ class LinUCB:
         self._index: dict[str, int] = {}
         self._w = np.empty((0, n_features + 1, n_features))
         self._b = np.empty((0, n_features))
+        self._a = np.empty((0, n_features, n_features))  # A - prior * I: the outcomes' sum
         self._n: dict[str, int] = {}
         self._rewards: dict[str, float] = {}
 
@@ -124,6 +130,7 @@ class LinUCB:
             block[0, :d] = np.eye(d) / self.prior
             self._w = np.concatenate([self._w, block])
             self._b = np.concatenate([self._b, np.zeros((1, d))])
+            self._a = np.concatenate([self._a, np.zeros((1, d, d))])
             self._n[arm] = 0
             self._rewards[arm] = 0.0
         return i
@@ -157,6 +164,7 @@ class LinUCB:
         ax = a_inv @ xv
         a_inv -= np.outer(ax, ax) / (1.0 + xv @ ax)
         self._b[i] += reward * xv
+        self._a[i] += np.outer(xv, xv)
         self._w[i, self.n_features] = a_inv @ self._b[i]
         self._n[arm] += 1
         self._rewards[arm] += reward
@@ -164,6 +172,44 @@ class LinUCB:
     @property
     def n_learned(self) -> int:
         return sum(self._n.values())
+
+    def shared_state(self) -> SharedState:
+        """Per arm ``A - prior * I``, ``b``, outcomes and summed reward: all sums."""
+        state: SharedState = {}
+        for arm, i in self._index.items():
+            state[f"bandit.A{SEP}{arm}"] = self._a[i].copy()
+            state[f"bandit.b{SEP}{arm}"] = self._b[i].copy()
+            state[f"bandit.n{SEP}{arm}"] = float(self._n[arm])
+            state[f"bandit.r{SEP}{arm}"] = float(self._rewards[arm])
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        """Take ``A``, ``b`` and the counts from ``state``; ``A^-1`` and theta follow."""
+        head = f"bandit.A{SEP}"
+        d = self.n_features
+        eye = np.eye(d) * self.prior
+        for name in state:
+            if not name.startswith(head):
+                continue
+            arm = name[len(head) :]
+            i = self._arm(arm)
+            a = np.asarray(state[name], dtype=np.float64)
+            b = np.asarray(state.get(f"bandit.b{SEP}{arm}", np.zeros(d)), dtype=np.float64)
+            self._a[i] = a
+            self._b[i] = b
+            a_inv = np.linalg.inv(a + eye)
+            self._w[i, :d] = a_inv
+            self._w[i, d] = a_inv @ b
+            self._n[arm] = round(float(state.get(f"bandit.n{SEP}{arm}", 0.0)))
+            self._rewards[arm] = float(state.get(f"bandit.r{SEP}{arm}", 0.0))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_a" not in state:  # pickled before A was kept: recover it from A^-1
+            d = state["n_features"]
+            inv = state["_w"][:, :d]
+            eye = np.eye(d) * state["prior"]
+            state["_a"] = np.stack([np.linalg.inv(m) - eye for m in inv]).reshape(-1, d, d)
+        self.__dict__.update(state)
 
     def arm_stats(self) -> dict[str, dict[str, float]]:
         """Per arm: outcomes learned and their mean reward."""

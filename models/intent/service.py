@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from features.events import Click, Purchase
@@ -22,6 +23,7 @@ from models.intent.batcher import IntentBatcher
 from models.intent.model import IntentEncoder, IntentNet, IntentStep, SessionKey, session_label
 from models.intent.train import OnlineTrainer, load_checkpoint
 from models.settings import IntentSettings
+from models.shared import SEP, SharedState
 
 __all__ = ["IntentService", "customer_inputs"]
 
@@ -80,10 +82,17 @@ class IntentService:
             ttl_s=settings.session_log_ttl_minutes * 60.0,
             retry=retry,
         )
-        if settings.checkpoint_path is not None:
-            loaded = load_checkpoint(settings.checkpoint_path, key=key)
+        path = settings.checkpoint_path
+        if (
+            path is None
+            and checkpoint_dir is not None
+            and (checkpoint_dir / "latest.json").exists()
+        ):
+            path = checkpoint_dir  # this worker's last fine-tuned weights
+        if path is not None:
+            loaded = load_checkpoint(path, key=key)
             batcher = loaded.batcher(settings, log=log)
-            logger.info("intent model %s loaded from %s", loaded.version, settings.checkpoint_path)
+            logger.info("intent model %s loaded from %s", loaded.version, path)
         else:
             encoder = IntentEncoder(
                 category_buckets=settings.category_buckets,
@@ -110,6 +119,33 @@ class IntentService:
     @property
     def version(self) -> str:
         return self.batcher.version
+
+    def shared_state(self) -> SharedState:
+        """The serving weights (fine-tuning runs merge as summed updates) and how many
+        fine-tuning runs the deployment has swapped in."""
+        state: SharedState = {
+            f"intent.w{SEP}{name}": t.numpy().astype(np.float64)
+            for name, t in self.batcher.state_dict_copy().items()
+            if t.is_floating_point()
+        }
+        state["intent.finetunes"] = float(self.trainer.accepted)
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        head = f"intent.w{SEP}"
+        own = self.batcher.state_dict_copy()
+        weights = {
+            name: torch.from_numpy(np.asarray(state[head + name])).to(t.dtype)
+            if head + name in state
+            else t
+            for name, t in own.items()
+        }
+        accepted = round(float(state.get("intent.finetunes", 0.0)))
+        self.trainer.accepted = accepted
+        if all(torch.equal(weights[k], own[k]) for k in own):
+            return
+        root = self.batcher.version.split("+")[0]
+        self.batcher.swap_weights(weights, f"{root}+ft{accepted}" if accepted else root)
 
     async def score(
         self, clicks: Sequence[Click], features: Sequence[Mapping[str, float]]

@@ -518,6 +518,7 @@ class OnlineTrainer:
         self._buffer: deque[Session] = deque(maxlen=self.settings.finetune_buffer_sessions)
         self._since = 0
         self._runs = 0
+        self.accepted = 0  # fine-tuning runs swapped in, the deployment's (merged) count
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -585,11 +586,19 @@ class OnlineTrainer:
         )
         cur = evaluate(current, encoder, recent)["log_loss"]
         cand = evaluate(candidate, encoder, recent)["log_loss"]
-        version = f"{self.batcher.version.split('+')[0]}+ft{self._runs}"
         swapped = math.isfinite(cand) and cand < cur
+        version = self.batcher.version
         if swapped:
-            self.batcher.swap_weights(candidate.state_dict(), version)
+            # What this run learned, added to the serving weights as they are now: a merge
+            # with the other workers' models (models/shared.py) may have moved them meanwhile.
+            tuned = candidate.state_dict()
+            serving = self.batcher.state_dict_copy()
+            weights = {k: serving[k] + (tuned[k] - state[k]) for k in serving}
+            self.accepted += 1
+            version = f"{version.split('+')[0]}+ft{self.accepted}"
+            self.batcher.swap_weights(weights, version)
             if self.checkpoint_dir is not None:
+                candidate.load_state_dict(weights)
                 save_checkpoint(
                     self.checkpoint_dir,
                     candidate,
@@ -601,7 +610,7 @@ class OnlineTrainer:
         else:
             logger.info("fine-tuned intent model rejected: log loss %.4f >= %.4f", cand, cur)
         result = FinetuneResult(
-            version if swapped else self.batcher.version,
+            version,
             swapped,
             cur,
             cand,

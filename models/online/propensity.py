@@ -33,16 +33,18 @@ from __future__ import annotations
 import heapq
 import logging
 from array import array
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from river import linear_model, metrics, optim, preprocessing
+from river.utils import VectorDict
 
 from models.base import Proba
 from models.online.transform import FEATURE_NAMES, model_inputs
 from models.settings import ModelSettings
+from models.shared import SharedState, moments_from_sums, power_sums
 
 __all__ = ["PropensityModel"]
 
@@ -300,6 +302,48 @@ class PropensityModel:
     def n_duplicates(self) -> int:
         """Replayed clicks (an event id already seen) that were not stored again."""
         return self._n_duplicates
+
+    def shared_state(self) -> SharedState:
+        """The scaler as power sums and AdaGrad's squared gradients (both merge exactly), the
+        weights and intercept (summed updates), and the count of labels learned."""
+        scaler, logreg = self._scaler, self._logreg
+        names = FEATURE_NAMES
+        count = float(max((scaler.counts.get(f, 0) for f in names), default=0))
+        state = power_sums(
+            "propensity.scaler",
+            count,
+            np.array([scaler.means.get(f, 0.0) for f in names]),
+            np.array([scaler.vars.get(f, 0.0) for f in names]),
+        )
+        weights = logreg._weights
+        g2 = logreg.optimizer.g2
+        state["propensity.w"] = np.array([weights.get(f, 0.0) for f in names])
+        state["propensity.g2"] = np.array([g2.get(f, 0.0) for f in names])
+        state["propensity.intercept"] = float(logreg.intercept)
+        state["propensity.steps"] = float(logreg.optimizer.n_iterations)
+        state["propensity.n_learned"] = float(self._n_learned)
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        scaler, logreg = self._scaler, self._logreg
+        names = FEATURE_NAMES
+        n, mean, var = moments_from_sums(state, "propensity.scaler", len(names))
+        if n > 0:
+            scaler.counts = Counter(dict.fromkeys(names, round(n)))
+            scaler.means = defaultdict(float, zip(names, mean.tolist(), strict=True))
+            scaler.vars = defaultdict(float, zip(names, var.tolist(), strict=True))
+        w = state.get("propensity.w")
+        if w is not None:
+            logreg._weights = VectorDict(dict(zip(names, np.asarray(w).tolist(), strict=True)))
+        g2 = state.get("propensity.g2")
+        if g2 is not None:
+            logreg.optimizer.g2 = defaultdict(
+                float, zip(names, np.asarray(g2).tolist(), strict=True)
+            )
+        logreg.intercept = float(state.get("propensity.intercept", logreg.intercept))
+        logreg.optimizer.n_iterations = round(float(state.get("propensity.steps", 0.0)))
+        self._n_learned = round(float(state.get("propensity.n_learned", 0.0)))
+        self._params = None
 
     # -- internals ----------------------------------------------------------------------------
 

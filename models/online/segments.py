@@ -28,9 +28,12 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import numpy as np
+
 from models.base import Proba
 from models.online.transform import NEVER_S, log1p_clipped
 from models.settings import ModelSettings
+from models.shared import SharedState, moments_from_sums, power_sums
 
 __all__ = ["SEGMENT_FEATURES", "SegmentModel"]
 
@@ -131,6 +134,27 @@ class SegmentModel:
     @property
     def n_learned(self) -> int:
         return self._n_learned
+
+    def shared_state(self) -> SharedState:
+        """The scaler as power sums (exact merge), the centers (summed moves), the count.
+
+        Every worker starts from the same seeded centers and moves them by merged steps, so
+        center ``k`` (segment id ``k``) is the same center on every worker."""
+        state = power_sums("segments.scaler", self._count, self._mean, self._var)
+        state["segments.centers"] = np.array(self._centers, dtype=np.float64)
+        state["segments.n_learned"] = float(self._n_learned)
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        d = len(SEGMENT_FEATURES)
+        n, mean, var = moments_from_sums(state, "segments.scaler", d)
+        self._count = round(n)
+        self._mean = mean.tolist()
+        self._var = var.tolist()
+        centers = state.get("segments.centers")
+        if centers is not None:
+            self._centers = np.asarray(centers, dtype=np.float64).tolist()
+        self._n_learned = round(float(state.get("segments.n_learned", 0.0)))
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -30,9 +30,10 @@ become characters and bigrams, so they are never tokenised into nothing).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from river import feature_extraction, naive_bayes
 from river.compose import Pipeline
@@ -40,6 +41,7 @@ from river.compose import Pipeline
 from models.online.replies import TOPICS, Language, Topic, detect_language, reply_template
 from models.online.sentiment import LexiconSentiment, tokenize
 from models.settings import TextSettings
+from models.shared import SharedState, counter_of, counts_state, load_counts
 
 __all__ = ["FeedbackInsight", "FeedbackText", "TextSentiment", "TopicClassifier"]
 
@@ -83,6 +85,26 @@ def _nb() -> Pipeline:
     return feature_extraction.BagOfWords(tokenizer=tokenize) | naive_bayes.MultinomialNB(alpha=1.0)
 
 
+def _nb_state(model: Pipeline, prefix: str) -> SharedState:
+    """A naive Bayes' counts (per token and class, per class): sums, so merges are exact."""
+    nb: naive_bayes.MultinomialNB = model["MultinomialNB"]
+    state: SharedState = counts_state(f"{prefix}.tokens", nb.feature_counts)
+    state.update(counts_state(f"{prefix}.classes", {"n": nb.class_counts}))
+    state.update(counts_state(f"{prefix}.totals", {"n": nb.class_totals}))
+    return state
+
+
+def _load_nb(model: Pipeline, state: Mapping[str, Any], prefix: str) -> None:
+    nb: naive_bayes.MultinomialNB = model["MultinomialNB"]
+    tokens: defaultdict[str, Counter[Any]] = defaultdict(Counter)
+    for token, cls, count in load_counts(state, f"{prefix}.tokens"):
+        if round(count):
+            tokens[token][cls] = round(count)
+    nb.feature_counts = tokens
+    nb.class_counts = counter_of((c, n) for _, c, n in load_counts(state, f"{prefix}.classes"))
+    nb.class_totals = counter_of((c, n) for _, c, n in load_counts(state, f"{prefix}.totals"))
+
+
 class TextSentiment:
     """Sentiment learned from rated feedback, blended with the lexicon while young.
 
@@ -122,6 +144,19 @@ class TextSentiment:
     def learn_one(self, x: str, y: bool) -> None:
         self._model.learn_one(x, bool(y))
         self._counts[bool(y)] += 1
+
+    def shared_state(self) -> SharedState:
+        state = _nb_state(self._model, "text.sentiment")
+        state["text.sentiment.negative"] = float(self._counts[False])
+        state["text.sentiment.positive"] = float(self._counts[True])
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        _load_nb(self._model, state, "text.sentiment")
+        self._counts = {
+            False: round(float(state.get("text.sentiment.negative", 0.0))),
+            True: round(float(state.get("text.sentiment.positive", 0.0))),
+        }
 
     def predict_proba_one(self, x: str) -> dict[bool, float]:
         proba = self._model.predict_proba_one(x)
@@ -211,6 +246,15 @@ class TopicClassifier:
     def predict_proba_one(self, x: str) -> dict[str, float]:
         return self._model.predict_proba_one(x)
 
+    def shared_state(self) -> SharedState:
+        state = _nb_state(self._model, "text.topics")
+        state["text.topics.n_learned"] = float(self.n_learned)
+        return state
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        _load_nb(self._model, state, "text.topics")
+        self.n_learned = round(float(state.get("text.topics.n_learned", 0.0)))
+
     def learn_many(self, X: Sequence[str], y: Sequence[Topic]) -> None:
         for x, label in zip(X, y, strict=True):
             self.learn_one(x, label)
@@ -267,6 +311,13 @@ class FeedbackText:
     @property
     def n_learned(self) -> int:
         return self.sentiment.n_learned + self.topics.n_learned
+
+    def shared_state(self) -> SharedState:
+        return {**self.sentiment.shared_state(), **self.topics.shared_state()}
+
+    def load_shared_state(self, state: Mapping[str, Any]) -> None:
+        self.sentiment.load_shared_state(state)
+        self.topics.load_shared_state(state)
 
     def score(self, text: str | None, rating: int | None) -> float | None:
         return self.sentiment.score(text, rating)
