@@ -46,7 +46,8 @@ from models.alerts.carts import CartStep, CartStore, DueCarts, FiredCart
 from models.alerts.churn import churn_alert
 from models.alerts.churn_store import ChurnStep, DueSilences, RaisedChurn
 from models.alerts.rules import AlertRules
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, SharedModels
+from models.checkpoint import CheckpointError
 from models.decisioning.arbiter import Choice
 from models.decisioning.catalog import load_catalog
 from models.decisioning.outcomes import ContactState, DueWindows
@@ -55,6 +56,7 @@ from models.ids import alert_id, offer_event_id
 from models.intent.service import IntentService
 from models.intent.sessions import SessionEnds
 from models.online.labels import DueLabels, LabelStore, PendingClick
+from models.sync import ModelSync
 from streams.alerting import Alerting
 from streams.app import StreamscoreApp
 from streams.clock import EventTime
@@ -194,6 +196,10 @@ class Pipeline:
         self.clock = EventTime(max_ahead_s=w.max_ts_ahead_s, idle_after_s=w.idle_partition_s)
         self.models: ModelBundle | None = None
         self.intent: IntentService | None = None
+        # One model per deployment (models/sync.py); None when MODELS__SYNC_EVERY_S is 0.
+        self.sync: ModelSync | None = None
+        self.shared: SharedModels | None = None
+        self._last_sync = 0.0
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
         self.metrics = Metrics(self._kind_by_topic)
         # Each partition's event time as of the last batch whose Redis writes are all done,
@@ -217,6 +223,10 @@ class Pipeline:
         await self.alerting.cooldown.start(self.store.client, self.store.with_retry)
         await self.alerting.churn.start(self.store.client, self.store.with_retry)
         self.models = ModelBundle.load_or_new(None, self.settings.models)
+        if self.models.bandit is None:  # the arbiter's fresh bandit is checkpointed from now
+            self.models.bandit = self.offer_loop.arbiter.bandit
+        else:
+            self.offer_loop.arbiter.bandit = self.models.bandit
         self.alerting.start(self.models)
         self.recommendations.start(self.store.client, self.store.with_retry)
         if self.settings.intent.enabled:
@@ -229,12 +239,40 @@ class Pipeline:
                 retry=self.store.with_retry,
             )
             await self.session_ends.start(self.store.client, self.store.with_retry)
+        if self.settings.models.sync_every_s > 0:
+            # Adopt the deployment's models before the first event: no cold start.
+            self.shared = SharedModels(self.models, self.intent)
+            self.sync = ModelSync(
+                self.settings.redis.key_prefix,
+                self.settings.models.checkpoint_key.get_secret_value().encode(),
+            )
+            await self.sync.start(self.store.client, self.store.with_retry)
+            done = await self.sync.sync(self.shared)
+            self._last_sync = time.monotonic()
+            logger.info("models %s generation %d of the deployment", done, self.sync.generation)
         self._started = True
         logger.info("pipeline started, models %s", self.models.version)
+
+    async def share_models(self, *, now: bool = False) -> None:
+        """Merge the models with the deployment's when ``MODELS__SYNC_EVERY_S`` has passed
+        (or ``now``); a failed merge is logged and retried at the next tick."""
+        if self.sync is None or self.shared is None:
+            return
+        if not now and time.monotonic() - self._last_sync < self.settings.models.sync_every_s:
+            return
+        self._last_sync = time.monotonic()
+        try:
+            await self.sync.sync(self.shared)
+        except (FeatureStoreError, CheckpointError, RuntimeError) as exc:
+            logger.warning("models not merged with the deployment's: %s", exc)
 
     async def close(self) -> None:
         if not self._started:
             return
+        try:  # hand what this worker learned to the deployment before it goes
+            await asyncio.wait_for(self.share_models(now=True), timeout=5.0)
+        except TimeoutError:
+            logger.warning("models not merged on shutdown: Redis did not answer in 5 s")
         self.checkpoint()
         await self.store.close()
         self._started = False
@@ -258,6 +296,8 @@ class Pipeline:
             doc["propensity_log_loss"] = self.models.propensity.log_loss
             doc["labels_learned"] = self.models.propensity.n_learned
             doc["feedback_learned"] = self.models.text.sentiment.n_learned
+        if self.sync is not None:
+            doc.update(self.sync.stats())
         doc["labels_queued"] = self.labels.queued
         doc["labels_dropped"] = self.labels.dropped
         doc["carts_evicted"] = self.carts.evicted
@@ -267,9 +307,41 @@ class Pipeline:
         doc.update(self.alerting.stats())
         return doc
 
+    def models_doc(self) -> dict[str, Any]:
+        """The served models (the ``/models`` page)."""
+        doc: dict[str, Any] = {"model_version": self.model_version}
+        if self.models is None:
+            return doc
+        m = self.models
+        doc["learned"] = {
+            "propensity": m.propensity.n_learned,
+            "segments": m.segments.n_learned,
+            "text": m.text.n_learned,
+            "anomaly": m.anomaly.n_learned,
+            "bandit": m.bandit.n_learned if m.bandit is not None else 0,
+        }
+        if self.intent is not None:
+            doc["learned"]["intent_finetunes"] = self.intent.trainer.accepted
+        doc["shared"] = self.sync is not None
+        if self.sync is not None:
+            doc.update(self.sync.stats())
+        return doc
+
+    def predict(self, features: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+        """Segment and purchase propensity of each feature row, learning nothing."""
+        if self.models is None:
+            return {"model_version": self.model_version, "segments": [], "propensity": []}
+        m = self.models
+        return {
+            "model_version": self.model_version,
+            "segments": [m.segments.predict_one(x) for x in features],
+            "propensity": [p for p, _ in m.propensity.predict_clicks(features)],
+        }
+
     def checkpoint(self) -> None:
         if self.models is not None:
-            self.models.save(self.settings.models.checkpoint_dir)
+            # With shared models the generation is the deployment's: the file keeps it.
+            self.models.save(self.settings.models.checkpoint_dir, next_generation=self.sync is None)
             self._last_checkpoint = time.monotonic()
 
     # -- the batch ------------------------------------------------------------------------
@@ -713,6 +785,7 @@ class Pipeline:
         ends, decided on that partition's settled time. Publish ``outputs``, then ``retire``.
         """
         self.tick()
+        await self.share_models()
         times = self.settled_times()
         outcomes, windows = await self.offer_loop.expire(times, self.clock.now())
         labels, label_sets = await self.resolve_labels(times)

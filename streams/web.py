@@ -7,6 +7,12 @@
   ``READY_PING_TIMEOUT_S`` and the consumer group gave this worker partitions; 503 otherwise,
   with the failing checks in the JSON body. A worker with no partitions (more workers than
   partitions) is alive but not ready: it does no work.
+- ``/models``: the models this worker serves: version, the deployment generation it last
+  merged with (``models/sync.py``) and that snapshot's SHA-256, and what each model learned.
+- ``POST /models/predict`` with ``{"features": [{...}, ...]}`` (customer features by the
+  feature store's names, at most ``MAX_PREDICT_ROWS``): each row's segment and purchase
+  propensity under the served models, without learning. Workers that serve one generation
+  answer the same.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ import os
 import time
 from typing import Any, Final
 
+from faust.web import Request, Response, View
+
 from streams.agents import Pipeline
 from streams.app import StreamscoreApp
 from streams.metrics import CONTENT_TYPE_LATEST
 
-__all__ = ["READY_PING_TIMEOUT_S", "register_pages"]
+__all__ = ["MAX_PREDICT_ROWS", "READY_PING_TIMEOUT_S", "register_pages"]
 
 READY_PING_TIMEOUT_S: Final = 0.5
+MAX_PREDICT_ROWS: Final = 1_000
 
 
 def register_pages(app: StreamscoreApp, pipeline: Pipeline) -> None:
-    """Declare ``/metrics``, ``/health`` and ``/ready`` on ``app``."""
+    """Declare ``/metrics``, ``/health``, ``/ready`` and ``/models`` on ``app``."""
     started_at = time.monotonic()
 
     @app.page("/metrics")
@@ -50,3 +59,25 @@ def register_pages(app: StreamscoreApp, pipeline: Pipeline) -> None:
         checks = {"pipeline": started, "redis": redis_ok, "partitions": partitions}
         ok = started and redis_ok and partitions > 0
         return web.json({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    @app.page("/models")
+    async def models(web: Any, request: Any) -> Any:
+        return web.json(pipeline.models_doc())
+
+    @app.page("/models/predict")
+    class Predict(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await request.json()
+                rows = body["features"]
+                if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                    raise TypeError("features must be a list of objects")
+                if len(rows) > MAX_PREDICT_ROWS:
+                    raise ValueError(f"at most {MAX_PREDICT_ROWS} rows per request")
+                features = [
+                    {str(k): float(v) for k, v in row.items() if isinstance(v, int | float)}
+                    for row in rows
+                ]
+            except (ValueError, TypeError, KeyError) as exc:
+                return self.json({"error": f"bad request: {exc}"}, status=400)
+            return self.json(pipeline.predict(features))

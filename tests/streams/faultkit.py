@@ -234,16 +234,25 @@ def reference_run(
 
 
 def time_past(
-    records: list[tuple[str, bytes, bytes]], after_s: float
+    records: list[tuple[str, bytes, bytes]], after_s: float, partitions: int = 2
 ) -> list[tuple[str, bytes, bytes]]:
-    """One click, purchase and feedback per partition (``later-b`` and ``later-a`` route to
-    partitions 0 and 1 of two), ``after_s`` after the latest event of ``records``: every
-    topic of every partition reaches that time, so every earlier deadline passes."""
+    """One click, purchase and feedback per partition (of ``partitions``; with two,
+    ``later-b`` and ``later-a`` route to partitions 0 and 1), ``after_s`` after the latest
+    event of ``records``: every topic of every partition reaches that time, so every earlier
+    deadline passes."""
+    from aiokafka.partitioner import murmur2
+
     from tests.streams.test_pipeline_e2e import click, feedback, purchase
 
+    def partition(key: str) -> int:  # the producer's default partitioner
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    ids: dict[int, str] = {}
+    for cid in ("later-b", "later-a", *(f"later-{n}" for n in range(64 * partitions))):
+        ids.setdefault(partition(cid), cid)
     end = max(orjson.loads(v)["ts"] for _, _, v in records) + after_s
     out: list[tuple[str, bytes, bytes]] = []
-    for cid in ("later-b", "later-a"):
+    for _, cid in sorted(ids.items()):
         out += [
             click(f"{cid}-c", cid, end, "view", "books", 5.0, session=cid),
             purchase(f"{cid}-p", cid, end, 5.0, "books"),
