@@ -59,9 +59,7 @@ def learn(models: SharedModels, part: list, texts: list) -> None:
         models.bundle.text.learn(text, rating)
 
 
-async def test_additive_statistics_merge_exactly_through_redis(
-    aredis: Redis, prefix: str
-) -> None:
+async def test_additive_statistics_merge_exactly_through_redis(aredis: Redis, prefix: str) -> None:
     events, texts = outcomes(600, seed=1), feedback(300, seed=2)
     one = bundle()
     learn(one, events, texts)
@@ -95,7 +93,8 @@ async def test_additive_statistics_merge_exactly_through_redis(
         arms = ["offer-0", "offer-1", "offer-2"]
         assert one.bundle.bandit is not None
         np.testing.assert_allclose(
-            bandit.scores(arms, np.stack([x] * 3)), one.bundle.bandit.scores(arms, np.stack([x] * 3))
+            bandit.scores(arms, np.stack([x] * 3)),
+            one.bundle.bandit.scores(arms, np.stack([x] * 3)),
         )
     assert {s.generation for s in syncs} == {syncs[0].generation}
     assert {m.bundle.version for m in workers} == {f"v{syncs[0].generation}+0"}
@@ -187,9 +186,7 @@ async def test_learning_during_the_round_trips_is_kept_for_the_next_merge(
     assert fresh.bundle.bandit is not None and fresh.bundle.bandit.n_learned == 15
 
 
-async def test_a_snapshot_signed_with_another_key_is_refused(
-    aredis: Redis, prefix: str
-) -> None:
+async def test_a_snapshot_signed_with_another_key_is_refused(aredis: Redis, prefix: str) -> None:
     a = bundle()
     await (await sync_of(aredis, prefix)).sync(a)
     learn(a, outcomes(5, 11), [])

@@ -19,7 +19,6 @@ import pytest
 
 from models.sync import ModelSync
 from tests.streams.conftest import WorkerProcess
-from tests.streams.test_pipeline_e2e import _routed
 from tests.streams.faultkit import (
     produce_all,
     read_labels,
@@ -30,6 +29,7 @@ from tests.streams.faultkit import (
     true_labels,
     wait_until,
 )
+from tests.streams.test_pipeline_e2e import _routed
 
 HORIZON_S = 300.0
 SYNC_S = 1.0
