@@ -6,6 +6,7 @@ streamscore bench peers         a naive per-event Faust agent and Quix Streams, 
 streamscore bench memory        worker RSS over many events, Redis bytes per customer
 streamscore bench intent        the session-intent LSTM batching benchmark
 streamscore bench state         partition-owned state: Redis vs. a Kafka changelog (Faust table)
+streamscore bench learning      one model per deployment: AUC, bandit, segments of 1/2/4 workers
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _BENCHMARKS = {
     "memory": "benchmarks.memory",
     "intent": "benchmarks.intent_batching",
     "state": "benchmarks.state_store",
+    "learning": "benchmarks.multi_worker",
 }
 
 

@@ -322,6 +322,8 @@ class Pipeline:
         }
         if self.intent is not None:
             doc["learned"]["intent_finetunes"] = self.intent.trainer.accepted
+            doc["intent_version"] = self.intent.version
+            doc["intent_digest"] = self.intent.weights_digest()
         doc["shared"] = self.sync is not None
         if self.sync is not None:
             doc.update(self.sync.stats())

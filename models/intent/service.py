@@ -9,6 +9,7 @@ partitions are revoked.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,6 +131,14 @@ class IntentService:
         }
         state["intent.finetunes"] = float(self.trainer.accepted)
         return state
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the serving weights: equal on workers that serve the same LSTM."""
+        digest = hashlib.sha256()
+        for name, t in sorted(self.batcher.state_dict_copy().items()):
+            digest.update(name.encode())
+            digest.update(t.numpy().tobytes())
+        return digest.hexdigest()
 
     def load_shared_state(self, state: Mapping[str, Any]) -> None:
         head = f"intent.w{SEP}"

@@ -223,9 +223,10 @@ def test_kill_9_mid_stream_then_restart_continues_labels_carts_and_cool_downs(
     record(tmp_path, "kill9_state", cmp)
     assert cmp["n_missing"] == 0 and cmp["n_wrong"] == 0, cmp
     assert not cmp["unknown"] and cmp["repeats_differing"] == 0, cmp
-    # /stats was read just before the kill, so the first worker may have learned a few more:
-    # the sum can fall short of every label, but never exceed it (nothing learned twice)
-    learned = int(stats.get("labels_learned", 0)) + int(after.get("labels_learned", 0))
+    # one model lineage (models/sync.py): the restarted worker continues the count of the
+    # last merge before the kill; it can fall short of every label (what the first worker
+    # learned since that merge is lost), but never exceed it (nothing learned twice)
+    learned = int(after.get("labels_learned", 0))
     assert learned <= len(truth), f"labels learned twice: {learned} > {len(truth)}; {cmp}"
     assert want_carts, "the stream should abandon some carts"
     assert got_carts == want_carts, cmp

@@ -229,3 +229,45 @@ def test_kill_9_then_restart_continues_from_the_last_merge(
     # kill cost at most what it learned since its last merge (one interval)
     assert generation >= before["model_generation"], (before, generation)
     assert first["model_digest"] == digest or first["model_generation"] > generation, first
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_worker_serves_the_fine_tuned_lstm(worker_factory: Any, tmp_path: Path) -> None:
+    intent = {
+        **ENV,
+        "STREAMSCORE_INTENT__ENABLED": "true",
+        "STREAMSCORE_INTENT__SESSION_IDLE_MINUTES": "2",
+        "STREAMSCORE_INTENT__FINETUNE_EVERY_SESSIONS": "400",
+        "STREAMSCORE_INTENT__FINETUNE_EPOCHS": "3",
+        "STREAMSCORE_INTENT__FINETUNE_LEARNING_RATE": "0.01",
+    }
+    a = worker_factory(**intent)
+    env = a.env
+    a.wait_ready()
+    records, _ = simulate(env, 6_000, seed=59, customers=200, rate=1.0)
+    send(env, records)
+    wait_until(
+        lambda: models_of(a)["learned"].get("intent_finetunes", 0) >= 1,
+        120.0,
+        "a fine-tuning run swapped in",
+    )
+    (before,) = settled(a)
+    assert a.proc is not None
+    a.proc.kill()
+    a.proc.wait()
+    # a fresh container: nothing on its disk, the deployment's models in Redis
+    b = worker_factory(**intent, STREAMSCORE_MODELS__CHECKPOINT_DIR=str(tmp_path / "fresh"))
+    b.wait_ready(timeout=60)
+    after = models_of(b)
+    record(
+        tmp_path,
+        "lstm_restart",
+        {
+            "finetunes": before["learned"]["intent_finetunes"],
+            "intent_version_before": before["intent_version"],
+            "intent_version_after": after["intent_version"],
+            "same_weights": after["intent_digest"] == before["intent_digest"],
+        },
+    )
+    assert after["intent_digest"] == before["intent_digest"], (before, after)
+    assert after["intent_version"] == before["intent_version"] != "untrained", after
