@@ -125,13 +125,15 @@ class ModelSync(ScriptStore):
     async def sync(self, models: DeploymentModels) -> str:
         """One merge round; ``"published"``, ``"adopted"`` or ``"idle"``."""
         t0 = time.perf_counter()
-        local = models.shared_state()
-        before = models.updates()
         first = self._base is None
-        learned = before != self._updates
+        learned = models.updates() != self._updates
         found = await self.remote_generation()
         if not first and not learned and found == self.generation:
             return "idle"
+        # What was learned during that await is in `local` and counts as learned.
+        local = models.shared_state()
+        before = models.updates()
+        learned = learned or before != self._updates
         for _ in range(_MAX_ATTEMPTS):
             current: SharedState | None
             digest = self.digest
