@@ -20,6 +20,7 @@ merge their models every ``--sync-s`` seconds (``models/sync.py``). Figures per 
 
     streamscore bench learning                    # 1, 2, 4 workers x 16,000 events
     streamscore bench learning --workers 1,2 --events 6000
+    streamscore bench learning --quick            # 1 and 2 workers x 3,000 events
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-rate", type=float, default=2.0, help="events/s of event time")
     p.add_argument("--sync-s", type=float, default=1.0, help="MODELS__SYNC_EVERY_S")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--quick", action="store_true", help="1 and 2 workers, 3,000 events")
     add_stack_arguments(p)
     return p
 
@@ -309,6 +311,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.quick:
+        args.workers, args.events = "1,2", 3_000
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     doc = asyncio.run(run(args))
     rows = doc["rows"]

@@ -65,3 +65,15 @@ def test_state_store_quick(tmp_path: Path) -> None:
     assert rows["redis"]["write_us_per_entry"] > 0 and rows["redis"]["resolve_us_per_entry"] > 0
     assert rows["changelog"]["recovery_s_per_100k"] > 0
     assert rows["faust_table"]["recovered_entries"] > 0  # a real Faust table, written and recovered
+
+
+def test_learning_quick(tmp_path: Path) -> None:
+    assert bench_main(["learning", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "learning")
+    assert (tmp_path / "learning.png").stat().st_size > 0
+    rows = {r["workers"]: r for r in doc["rows"]}
+    assert set(rows) == {1, 2}
+    for r in rows.values():
+        assert r["labels"] > 0 and 0.0 <= r["auc"] <= 1.0
+        assert r["segment_agreement_within"] == 1.0, "every worker gives the same segment id"
+        assert len(r["model_versions"]) == 1, "one model lineage per deployment"
