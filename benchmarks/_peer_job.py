@@ -53,7 +53,8 @@ def record(
 
 
 async def tick(pipeline: Pipeline) -> BatchOutputs:
-    """The work of streamscore's 1 s timer (``Pipeline.due``): due alerts, outcomes, labels.
+    """The work of streamscore's timers (``Pipeline.due``: due alerts, outcomes, labels; and
+    the model merge, ``Pipeline.share_models``).
 
     streamscore retires what it took once the records are acknowledged; the peers publish
     after this returns and do not report acks back, so they retire at once (the same Redis
@@ -61,6 +62,7 @@ async def tick(pipeline: Pipeline) -> BatchOutputs:
     """
     due = await pipeline.due()
     await pipeline.retire(due)
+    await pipeline.share_models()
     return due.outputs
 
 

@@ -200,6 +200,7 @@ class Pipeline:
         self.sync: ModelSync | None = None
         self.shared: SharedModels | None = None
         self._last_sync = 0.0
+        self._syncing = False
         self._kind_by_topic = dict(zip(settings.topics.inputs, _KINDS, strict=True))
         self.metrics = Metrics(self._kind_by_topic)
         # Each partition's event time as of the last batch whose Redis writes are all done,
@@ -256,15 +257,18 @@ class Pipeline:
     async def share_models(self, *, now: bool = False) -> None:
         """Merge the models with the deployment's when ``MODELS__SYNC_EVERY_S`` has passed
         (or ``now``); a failed merge is logged and retried at the next tick."""
-        if self.sync is None or self.shared is None:
-            return
+        if self.sync is None or self.shared is None or self._syncing:
+            return  # one merge round at a time (the timer's, or the last one on close)
         if not now and time.monotonic() - self._last_sync < self.settings.models.sync_every_s:
             return
-        self._last_sync = time.monotonic()
+        self._syncing = True
         try:
             await self.sync.sync(self.shared)
         except (FeatureStoreError, CheckpointError, RuntimeError) as exc:
             logger.warning("models not merged with the deployment's: %s", exc)
+        finally:
+            self._last_sync = time.monotonic()
+            self._syncing = False
 
     async def close(self) -> None:
         if not self._started:
@@ -787,7 +791,6 @@ class Pipeline:
         ends, decided on that partition's settled time. Publish ``outputs``, then ``retire``.
         """
         self.tick()
-        await self.share_models()
         times = self.settled_times()
         outcomes, windows = await self.offer_loop.expire(times, self.clock.now())
         labels, label_sets = await self.resolve_labels(times)
@@ -1131,6 +1134,12 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
         if out.alerts or out.outcomes or out.labels:
             await publish(out)
         await pipeline.retire(due)
+
+    if pipeline.settings.models.sync_every_s > 0:
+
+        @app.timer(pipeline.settings.models.sync_every_s)
+        async def share() -> None:  # one model per deployment (models/sync.py)
+            await pipeline.share_models()
 
 
 async def _together(*steps: Awaitable[Any]) -> list[Any]:
