@@ -170,11 +170,14 @@ async def _tail(settings: Settings, args: argparse.Namespace) -> int:
         while args.max is None or seen < args.max:
             if deadline is not None and time.monotonic() > deadline:
                 break
-            batches = await consumer.getmany(timeout_ms=200)
+            left = None if args.max is None else args.max - seen
+            batches = await consumer.getmany(timeout_ms=200, max_records=left)
             for records in batches.values():
-                for r in records:
+                for r in records[:left] if left is not None else records:
                     sys.stdout.write((r.value or b"").decode("utf-8", "replace") + "\n")
                     seen += 1
+                if left is not None:
+                    left = args.max - seen
             sys.stdout.flush()
     finally:
         await consumer.stop()
