@@ -161,7 +161,7 @@ def parse_event(
         raise InvalidEvent(f"unsupported schema_version {_brief(version)}")
     v = _Validator(doc, limits)
     event_id = v.ident("event_id")
-    customer_id = v.ident("customer_id")
+    customer_id = v.customer()
     ts = v.timestamp(now, kafka_ts)
     if event_kind == "click":
         action = v.string("action")
@@ -238,14 +238,20 @@ class _Validator:
         value = self._get(name, required)
         if value is None:
             return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
+        if not isinstance(value, str):  # -1 and "-1" would otherwise be one customer
             raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
         if not value:
             raise InvalidEvent(f"{name} must not be empty")
         if len(value) > self._limits.max_id_length:
             raise InvalidEvent(f"{name} longer than {self._limits.max_id_length} chars")
+        return value
+
+    def customer(self) -> str:
+        """``customer_id``: an id that is also a Redis Cluster hash tag (``{<id>}``), so no
+        braces (a leading ``}`` would leave the tag empty and split the customer's keys)."""
+        value: str = self.ident("customer_id")
+        if "{" in value or "}" in value:
+            raise InvalidEvent(f"customer_id must not contain braces, got {_brief(value)}")
         return value
 
     def amount(self, name: str, *, required: bool = True) -> Any:

@@ -102,9 +102,12 @@ def check_bounds(event: Event) -> None:
 
 _chars = st.characters(exclude_categories=("Cs",))  # lone surrogates cannot be UTF-8
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # orjson writes no wider ints
-ids = st.one_of(
-    st.text(_chars, min_size=1, max_size=LIMITS.max_id_length),
-    i64,
+ids = st.text(_chars, min_size=1, max_size=LIMITS.max_id_length)
+# a customer id is a Redis Cluster hash tag too: no braces
+customer_ids = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="{}"),
+    min_size=1,
+    max_size=LIMITS.max_id_length,
 )
 amounts = st.one_of(
     st.floats(min_value=0.0, max_value=LIMITS.max_amount, allow_nan=False),
@@ -132,7 +135,7 @@ extras = st.dictionaries(
 
 def _docs(ids: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
     """A valid document strategy per topic, with identifiers drawn from ``ids``."""
-    common = {"event_id": ids, "customer_id": ids, "ts": timestamps}
+    common = {"event_id": ids, "customer_id": customer_ids, "ts": timestamps}
     items = st.fixed_dictionaries(
         {"item_id": ids, "category": ids, "price": amounts},
         optional={"quantity": st.integers(min_value=1, max_value=10_000)},
@@ -170,7 +173,7 @@ def _docs(ids: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[dict[str, 
 
 DOCS = _docs(ids)
 # Cheaper bases for the malformed-input tests: what matters there is the corruption.
-SMALL_DOCS = _docs(st.one_of(st.text(_chars, min_size=1, max_size=12), i64))
+SMALL_DOCS = _docs(st.text(_chars, min_size=1, max_size=12))
 valid_docs = st.sampled_from(KINDS).flatmap(
     lambda kind: st.tuples(st.just(kind), DOCS[kind], extras)
 )
@@ -484,8 +487,12 @@ def _wrong_types(kind: str, field: str) -> st.SearchStrategy[Any]:
             i64.filter(lambda i: i != 1),
             floats.filter(lambda f: f != 1.0),
         )
-    # identifiers: strings and integers are fine, everything else is not; "" is not either
-    return st.one_of(none, st.just(""), st.booleans(), floats, containers)
+    # identifiers: strings only (-1 and "-1" would be one customer); "" is not one either
+    wrong = st.one_of(none, st.just(""), st.booleans(), i64, floats, containers)
+    if field == "customer_id":  # a hash tag too: no braces
+        braces = st.sampled_from(["}c", "{c}", "c}", "a{b", "}"])
+        return st.one_of(wrong, braces)
+    return wrong
 
 
 @fuzz
