@@ -37,6 +37,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from features.commands import pipeline
+
 __all__ = ["CommandBatch", "as_text", "packed"]
 
 # KEYS holds the distinct keys; ARGV[1] the commands as JSON [name, key index, args...].
@@ -236,7 +238,7 @@ async def _run(client: Redis | RedisCluster, calls: list[tuple[list[str], bytes]
     if len(calls) == 1:
         keys, body = calls[0]
         return [await client.evalsha(_SHA, len(keys), *keys, body)]
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for keys, body in calls:
         pipe.evalsha(_SHA, len(keys), *keys, body)
     return list(await pipe.execute())

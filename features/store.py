@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from features.batch import CommandBatch, packed
+from features.commands import pipeline
 from features.events import Click, Event, Purchase
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
@@ -435,7 +436,7 @@ class FeatureStore:
         client = self._client
         if client is None:
             raise FeatureStoreError("FeatureStore is not started: await store.start() first")
-        pipe = client.pipeline(transaction=False)
+        pipe = pipeline(client)
         for name, keys, args in calls:
             pipe.evalsha(self._shas[name], len(keys), *keys, packed(args))
         try:
@@ -445,7 +446,7 @@ class FeatureStore:
             # run the whole pipeline again: the scripts are idempotent per event/claim.
             logger.warning("Redis lost the feature scripts; reloading them")
             await self._load_scripts(client)
-            pipe = client.pipeline(transaction=False)
+            pipe = pipeline(client)
             for name, keys, args in calls:
                 pipe.evalsha(self._shas[name], len(keys), *keys, packed(args))
             return await pipe.execute()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -16,13 +17,19 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-__all__ = ["EmbeddedBroker", "EmbeddedValkey", "create_topics", "free_port"]
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedValkey",
+    "EmbeddedValkeyCluster",
+    "create_topics",
+    "free_port",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _cluster_port(host: str) -> int:
+    """A free port whose cluster bus port (+10,000) is free too, both at most 65,535."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 55_535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, port))
+                b.bind((host, port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -178,6 +200,70 @@ class EmbeddedValkey:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EmbeddedValkeyCluster:
+    """A Redis Cluster of ``masters`` embedded Valkey servers (no replicas): each is started
+    with ``cluster-enabled yes``, takes an equal share of the 16,384 slots and meets the first.
+    ``url`` is the first node's; ``RedisCluster`` discovers the others from it."""
+
+    SLOTS: Final = 16_384
+
+    def __init__(self, masters: int = 3, host: str = "127.0.0.1") -> None:
+        if masters < 1:
+            raise ValueError(f"masters must be at least 1, got {masters}")
+        self.nodes = [
+            EmbeddedValkey(_cluster_port(host), host, config={"cluster-enabled": "yes"})
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 15.0) -> Self:
+        for node in self.nodes:
+            node.start(timeout=timeout)
+        n = len(self.nodes)
+        clients = [
+            redis.Redis(host=x.host, port=x.port, socket_timeout=timeout) for x in self.nodes
+        ]
+        try:
+            for i, client in enumerate(clients):
+                lo, hi = i * self.SLOTS // n, (i + 1) * self.SLOTS // n - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            first = self.nodes[0]
+            for client in clients[1:]:
+                client.execute_command("CLUSTER", "MEET", first.host, first.port)
+            deadline = time.monotonic() + timeout
+            while not all(self._ok(c, n) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster of {n} Valkey nodes not ok after {timeout}s")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+        logger.info("embedded Valkey cluster of %d masters on %s", n, self.url)
+        return self
+
+    @staticmethod
+    def _ok(client: redis.Redis, n: int) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(n)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
 
     def __enter__(self) -> Self:
         return self.start()

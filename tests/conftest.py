@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
-from streams.embedded import EmbeddedBroker, EmbeddedValkey
+from streams.embedded import EmbeddedBroker, EmbeddedValkey, EmbeddedValkeyCluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +77,27 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A node of a real 3-master Redis Cluster (embedded Valkey, cluster mode)."""
+    with EmbeddedValkeyCluster(masters=3) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture(params=["server", "cluster"])
+async def any_redis(
+    request: pytest.FixtureRequest, redis_url: str
+) -> AsyncIterator[redis.asyncio.Redis | RedisCluster]:
+    """An async client of one Valkey server, then of the 3-master cluster: stores whose keys
+    must share hash tags are tested on both."""
+    if request.param == "server":
+        client: redis.asyncio.Redis | RedisCluster = redis.asyncio.Redis.from_url(redis_url)
+    else:
+        client = RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
     yield client
     await client.aclose()
 

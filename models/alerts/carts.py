@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from features.commands import pipeline
 from features.events import Click, Event, Purchase
 from features.scripts import ScriptStore
 from models.alerts.rules import DueCart
@@ -385,7 +386,7 @@ class CartStore(ScriptStore):
         order = sorted(per)
 
         async def op() -> list[Any]:
-            pipe = self._require().pipeline(transaction=False)
+            pipe = pipeline(self._require())
             for n in order:
                 argv = [self.window_s, self.max_carts, self.early_prob, *per[n]]
                 pipe.evalsha(self.shas["apply"], 2, *self.keys(n), *argv)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from features.commands import pipeline
 from features.scripts import ScriptStore
 from models.alerts.churn import ChurnSignal
 from models.settings import AlertSettings
@@ -258,7 +259,7 @@ class ChurnStore(ScriptStore):
         order = sorted(per)
 
         async def op() -> list[Any]:
-            pipe = self._require().pipeline(transaction=False)
+            pipe = pipeline(self._require())
             for n in order:
                 pipe.evalsha(self.shas["observe"], 3, *self.keys(n), *self._params, *per[n])
             return await pipe.execute()

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from features.commands import pipeline
 from features.keys import customer_key
 from features.scripts import ScriptStore
 
@@ -157,7 +158,7 @@ class CooldownStore(ScriptStore):
 
         async def op() -> list[Any]:
             client = self._require()
-            pipe = client.pipeline(transaction=False)
+            pipe = pipeline(client)
             for cid in cids:
                 argv: list[Any] = [self._ttl_ms]
                 for k in per[cid]:

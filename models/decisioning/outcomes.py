@@ -37,6 +37,7 @@ from typing import Any, Final
 import orjson
 
 from features.batch import CommandBatch, packed
+from features.commands import pipeline
 from features.events import Purchase
 from features.keys import customer_key
 from features.scripts import ScriptStore
@@ -515,7 +516,7 @@ class OutcomeStore(ScriptStore):
     # -- plumbing --------------------------------------------------------------------------
 
     def _pipe(self) -> Any:
-        return self._require().pipeline(transaction=False)
+        return pipeline(self._require())
 
 
 def _count_purchases(args: list[Any]) -> int:

@@ -20,6 +20,7 @@ from typing import Final
 
 import orjson
 
+from features.commands import pipeline
 from features.scripts import ScriptStore
 
 __all__ = ["SessionEnds"]
@@ -69,7 +70,7 @@ class SessionEnds(ScriptStore):
             return
 
         async def op() -> list[int]:
-            pipe = self._require().pipeline(transaction=False)
+            pipe = pipeline(self._require())
             for partition, members in opened.items():
                 pipe.zadd(self.key(partition), members, gt=True)
             for partition, gone in closed.items():

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from features.commands import pipeline
 from features.scripts import ScriptStore
 
 __all__ = ["DueLabels", "LabelStore", "PendingClick", "ResolvedLabel"]
@@ -235,7 +236,7 @@ class LabelStore(ScriptStore):
         order = sorted(per)
 
         async def op() -> list[Any]:
-            pipe = self._require().pipeline(transaction=False)
+            pipe = pipeline(self._require())
             for partition in order:
                 c_args, p_args = per[partition]
                 argv = [self.horizon_s, self.max_pending, len(c_args) // 2, *c_args]

@@ -34,10 +34,10 @@ async def learn(store: CooccurrenceStore, events: list) -> None:
 
 
 async def test_sessions_teach_co_items_and_offers_exclude_bought(
-    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+    any_redis: redis.asyncio.Redis, unique: Callable[[str], str]
 ) -> None:
     prefix = unique("ss")
-    store = CooccurrenceStore(aredis, RecommendSettings(n_items=3), prefix=prefix)
+    store = CooccurrenceStore(any_redis, RecommendSettings(n_items=3), prefix=prefix)
     # Ten customers view a then b; five of them also c; three buy a and d together.
     events = []
     for n in range(10):
@@ -49,7 +49,7 @@ async def test_sessions_teach_co_items_and_offers_exclude_bought(
             events.append(buy(f"{cid}-4", cid, T0 + n + 20, "a", "d"))
     await learn(store, events[:13])  # two batches: context carries across them
     await learn(store, events[13:])
-    co_a = await aredis.zrevrange(item_key(prefix, "a"), 0, -1)
+    co_a = await any_redis.zrevrange(item_key(prefix, "a"), 0, -1)
     assert co_a[0] == b"b" and set(co_a) == {b"b", b"c", b"d"}
     # A new customer looking at a, by weight: b (10 views + 3 purchases of a after b, x2),
     # c (5 + 3 x 2), d (3 baskets x 3).
@@ -61,15 +61,15 @@ async def test_sessions_teach_co_items_and_offers_exclude_bought(
     ctx = await store.context([view("z2", "c0", T0 + 100, "a")])
     [recs] = await store.recommend([RecommendRequest("c0", "a", "toys")], ctx)
     assert not {"a", "b", "c", "d"} & set(recs) and set(recs) == {"e", "f"}
-    assert await aredis.pttl(item_key(prefix, "a")) > 0
-    assert await aredis.pttl(f"{prefix}:{{c0}}:bought") > 0
+    assert await any_redis.pttl(item_key(prefix, "a")) > 0
+    assert await any_redis.pttl(f"{prefix}:{{c0}}:bought") > 0
 
 
 async def test_cold_item_falls_back_to_category_popularity(
-    aredis: redis.asyncio.Redis, unique: Callable[[str], str]
+    any_redis: redis.asyncio.Redis, unique: Callable[[str], str]
 ) -> None:
     prefix = unique("ss")
-    store = CooccurrenceStore(aredis, RecommendSettings(n_items=2), prefix=prefix)
+    store = CooccurrenceStore(any_redis, RecommendSettings(n_items=2), prefix=prefix)
     await learn(
         store,
         [
@@ -79,7 +79,7 @@ async def test_cold_item_falls_back_to_category_popularity(
             view("4", "z", T0 + 3600, "other", "toys"),  # outside the pair window
         ],
     )
-    assert await aredis.exists(item_key(prefix, "other")) == 0, "no pair across sessions"
+    assert await any_redis.exists(item_key(prefix, "other")) == 0, "no pair across sessions"
     ctx = await store.context([view("5", "q", T0 + 4000, "brand-new", "books")])
     out = await store.update(
         [view("5", "q", T0 + 4000, "brand-new", "books")],
@@ -91,23 +91,25 @@ async def test_cold_item_falls_back_to_category_popularity(
     assert out == [["hot", "warm"]]
 
 
-async def test_decay_and_bounds(aredis: redis.asyncio.Redis, unique: Callable[[str], str]) -> None:
+async def test_decay_and_bounds(
+    any_redis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
     prefix = unique("ss")
     settings = RecommendSettings(max_co_items=3, max_popular=4, recent_items=2, half_life_days=1)
-    store = CooccurrenceStore(aredis, settings, prefix=prefix)
+    store = CooccurrenceStore(any_redis, settings, prefix=prefix)
     # Old pair a-old (twice), new pair a-new (once, 2 days later): the new one wins.
     day = 86_400.0
     await learn(store, [view("1", "u", T0, "a"), view("2", "u", T0 + 1, "old")])
     await learn(store, [view("3", "v", T0, "a"), view("4", "v", T0 + 1, "old")])
     await learn(store, [view("5", "w", T0 + 2 * day, "a"), view("6", "w", T0 + 2 * day, "new")])
-    co = await aredis.zrevrange(item_key(prefix, "a"), 0, -1, withscores=True)
+    co = await any_redis.zrevrange(item_key(prefix, "a"), 0, -1, withscores=True)
     assert [m for m, _ in co] == [b"new", b"old"]
     assert co[0][1] == pytest.approx(2 * co[1][1], rel=1e-4)  # 1 x 2^2 vs 2 x 2^0
     # Bounds: one customer touches 8 items in one session.
     await learn(store, [view(f"b{k}", "busy", T0 + k, f"x{k}") for k in range(8)])
-    assert await aredis.zcard(item_key(prefix, "x7")) <= 3
-    assert await aredis.zcard(category_key(prefix, "toys")) == 4
-    assert await aredis.zcard(f"{prefix}:{{busy}}:recent") == 2
+    assert await any_redis.zcard(item_key(prefix, "x7")) <= 3
+    assert await any_redis.zcard(category_key(prefix, "toys")) == 4
+    assert await any_redis.zcard(f"{prefix}:{{busy}}:recent") == 2
 
 
 async def test_one_round_trip_each(

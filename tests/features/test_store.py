@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from features.events import Click, Event, Feedback, Purchase, PurchaseItem
@@ -27,9 +28,17 @@ T0 = 1_700_006_400.0
 HALF_LIFE_S = 7 * 86_400.0
 
 
-@pytest.fixture
-async def store(redis_url: str, unique: Callable[[str], str]) -> AsyncIterator[FeatureStore]:
-    s = FeatureStore(RedisSettings(url=redis_url, key_prefix=unique("ss")))
+@pytest.fixture(params=["server", "cluster"])
+async def store(
+    request: pytest.FixtureRequest, redis_url: str, unique: Callable[[str], str]
+) -> AsyncIterator[FeatureStore]:
+    """The feature store on one Valkey server, then on a real 3-master Redis Cluster."""
+    if request.param == "server":
+        settings = RedisSettings(url=redis_url, key_prefix=unique("ss"))
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        settings = RedisSettings(url=url, key_prefix=unique("ss"), cluster=True)
+    s = FeatureStore(settings)
     await s.start()
     yield s
     await s.close()
@@ -271,8 +280,10 @@ async def test_dedup_cap_raises_the_floor(
 
 
 async def test_every_key_has_a_ttl_and_one_slot(
-    store: FeatureStore, redis_client: redis.Redis
+    store: FeatureStore, redis_client: redis.Redis, request: pytest.FixtureRequest
 ) -> None:
+    if store.redis.cluster:  # read the keys back from every node
+        redis_client = RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
     customers = ["c42", "user:7", "a{b", "x}y", "ü-unicode"]
     await store.apply([click(f"t-{c}", c, T0) for c in customers])
     assert await store.claim_contacts([(c, f"t-{c}", T0) for c in customers], 60.0) == [True] * 5
@@ -285,7 +296,12 @@ async def test_every_key_has_a_ttl_and_one_slot(
     for c in customers:
         keys = (*CustomerKeys.of(prefix, c).all, customer_key(prefix, c, "sent"))
         assert set(keys) <= set(found)
-        slots = {redis_client.execute_command("CLUSTER", "KEYSLOT", k) for k in keys}
+        slots = {
+            redis_client.cluster_keyslot(k)
+            if store.redis.cluster
+            else redis_client.execute_command("CLUSTER", "KEYSLOT", k)
+            for k in keys
+        }
         assert slots == {key_slot(keys[0].encode())}
     # A fresh event refreshes the TTL of all of the customer's keys.
     keys = CustomerKeys.of(prefix, "c42").all

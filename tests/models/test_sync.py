@@ -30,9 +30,9 @@ def prefix(unique: Callable[[str], str]) -> str:
     return unique("sync")
 
 
-async def sync_of(aredis: Redis, prefix: str, key: bytes = KEY) -> ModelSync:
+async def sync_of(any_redis: Redis, prefix: str, key: bytes = KEY) -> ModelSync:
     sync = ModelSync(prefix, key)
-    await sync.start(aredis)
+    await sync.start(any_redis)
     return sync
 
 
@@ -59,12 +59,14 @@ def learn(models: SharedModels, part: list, texts: list) -> None:
         models.bundle.text.learn(text, rating)
 
 
-async def test_additive_statistics_merge_exactly_through_redis(aredis: Redis, prefix: str) -> None:
+async def test_additive_statistics_merge_exactly_through_redis(
+    any_redis: Redis, prefix: str
+) -> None:
     events, texts = outcomes(600, seed=1), feedback(300, seed=2)
     one = bundle()
     learn(one, events, texts)
     workers = [bundle() for _ in range(3)]
-    syncs = [await sync_of(aredis, prefix) for _ in workers]
+    syncs = [await sync_of(any_redis, prefix) for _ in workers]
     for models, sync in zip(workers, syncs, strict=True):
         await sync.sync(models)  # all start from the same (empty) deployment
     # each worker learns a third, merging in between, in an interleaved order
@@ -101,10 +103,10 @@ async def test_additive_statistics_merge_exactly_through_redis(aredis: Redis, pr
 
 
 async def test_a_merge_keeps_what_the_other_worker_learned_in_between(
-    aredis: Redis, prefix: str
+    any_redis: Redis, prefix: str
 ) -> None:
     a, b = bundle(), bundle()
-    sa, sb = await sync_of(aredis, prefix), await sync_of(aredis, prefix)
+    sa, sb = await sync_of(any_redis, prefix), await sync_of(any_redis, prefix)
     await sa.sync(a)
     await sb.sync(b)
     learn(a, outcomes(50, 3), [])
@@ -119,9 +121,9 @@ async def test_a_merge_keeps_what_the_other_worker_learned_in_between(
     assert await sa.sync(a) == "idle" and await sb.sync(b) == "idle"
 
 
-async def test_a_lost_race_is_merged_again_not_overwritten(aredis: Redis, prefix: str) -> None:
+async def test_a_lost_race_is_merged_again_not_overwritten(any_redis: Redis, prefix: str) -> None:
     a, b = bundle(), bundle()
-    sa, sb = await sync_of(aredis, prefix), await sync_of(aredis, prefix)
+    sa, sb = await sync_of(any_redis, prefix), await sync_of(any_redis, prefix)
     await sa.sync(a)
     await sb.sync(b)
     learn(a, outcomes(30, 5), [])
@@ -142,17 +144,17 @@ async def test_a_lost_race_is_merged_again_not_overwritten(aredis: Redis, prefix
 
 
 async def test_a_starting_worker_serves_the_deployment_models_at_once(
-    aredis: Redis, prefix: str
+    any_redis: Redis, prefix: str
 ) -> None:
     old = bundle()
-    s_old = await sync_of(aredis, prefix)
+    s_old = await sync_of(any_redis, prefix)
     await s_old.sync(old)
     learn(old, outcomes(200, 7), feedback(100, 8))
     for i in range(300):
         old.bundle.segments.assign({"spend_30d": 10.0 * i, "clicks_30d": i % 17})
     await s_old.sync(old)
     new = bundle()
-    s_new = await sync_of(aredis, prefix)
+    s_new = await sync_of(any_redis, prefix)
     assert await s_new.sync(new) == "adopted"
     assert new.bundle.version == old.bundle.version == f"v{s_old.generation}+0"
     probes = [{"spend_30d": 7.0 * i, "clicks_30d": i % 11} for i in range(50)]
@@ -163,10 +165,10 @@ async def test_a_starting_worker_serves_the_deployment_models_at_once(
 
 
 async def test_learning_during_the_round_trips_is_kept_for_the_next_merge(
-    aredis: Redis, prefix: str
+    any_redis: Redis, prefix: str
 ) -> None:
     a = bundle()
-    sa = await sync_of(aredis, prefix)
+    sa = await sync_of(any_redis, prefix)
     await sa.sync(a)
     learn(a, outcomes(10, 9), [])
     real = sa.remote_generation
@@ -182,15 +184,15 @@ async def test_learning_during_the_round_trips_is_kept_for_the_next_merge(
     assert bandit is not None and bandit.n_learned == 15
     await sa.sync(a)
     fresh = bundle()
-    await (await sync_of(aredis, prefix)).sync(fresh)
+    await (await sync_of(any_redis, prefix)).sync(fresh)
     assert fresh.bundle.bandit is not None and fresh.bundle.bandit.n_learned == 15
 
 
-async def test_a_snapshot_signed_with_another_key_is_refused(aredis: Redis, prefix: str) -> None:
+async def test_a_snapshot_signed_with_another_key_is_refused(any_redis: Redis, prefix: str) -> None:
     a = bundle()
-    await (await sync_of(aredis, prefix)).sync(a)
+    await (await sync_of(any_redis, prefix)).sync(a)
     learn(a, outcomes(5, 11), [])
-    other = await sync_of(aredis, prefix, key=b"another key")
+    other = await sync_of(any_redis, prefix, key=b"another key")
     with pytest.raises(CheckpointError, match="bad signature"):
         await other.sync(bundle())
 

@@ -21,9 +21,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def carts(aredis: Redis, unique: Callable[[str], str]) -> CartStore:
+async def carts(any_redis: Redis, unique: Callable[[str], str]) -> CartStore:
     store = CartStore(unique("ct"), window_s=1_800.0, early_prob=0.8, max_carts=1_000)
-    await store.start(aredis)
+    await store.start(any_redis)
     return store
 
 
@@ -200,13 +200,13 @@ async def test_random_streams_abandon_the_carts_the_rule_says(carts: CartStore, 
 
 @pytest.mark.parametrize("seed", [4, 5])
 async def test_redis_cool_downs_decide_as_the_in_memory_ones(
-    aredis: Redis, unique: Callable[[str], str], seed: int
+    any_redis: Redis, unique: Callable[[str], str], seed: int
 ) -> None:
     rng = random.Random(seed)
     windows = {"churn_risk": 3_600.0, "anomaly": 600.0}
     memory = AlertCooldown(windows, default_s=60.0)
     store = CooldownStore(unique("cd"), windows, default_s=60.0)
-    await store.start(aredis)
+    await store.start(any_redis)
     alerts = []
     for k in range(300):
         cid, kind = f"c{rng.randint(0, 4)}", rng.choice([*windows, "negative_feedback"])
@@ -223,7 +223,7 @@ async def test_redis_cool_downs_decide_as_the_in_memory_ones(
 
 @pytest.mark.parametrize("seed", [6, 7])
 async def test_redis_churn_raises_what_the_in_memory_churn_watch_raises(
-    aredis: Redis, unique: Callable[[str], str], seed: int
+    any_redis: Redis, unique: Callable[[str], str], seed: int
 ) -> None:
     """Activity drops and silences, hysteresis, out-of-order events: ChurnStore's alerts
     are ChurnWatch's, taken at the same watermarks."""
@@ -231,7 +231,7 @@ async def test_redis_churn_raises_what_the_in_memory_churn_watch_raises(
     settings = AlertSettings(churn_grace_hours=2.0)
     memory = ChurnWatch(settings)
     store = ChurnStore(unique("ch"), settings)
-    await store.start(aredis)
+    await store.start(any_redis)
     day = 86_400.0
     clicks = {f"c{i}": [] for i in range(8)}  # each customer's click times
     ts = T0

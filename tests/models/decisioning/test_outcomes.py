@@ -14,12 +14,10 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def outcomes(redis_url: str, unique: Callable[[str], str]) -> AsyncIterator[OutcomeStore]:
-    client = Redis.from_url(redis_url)
+async def outcomes(any_redis: Redis, unique: Callable[[str], str]) -> AsyncIterator[OutcomeStore]:
     store = OutcomeStore(unique("oc"), window_s=120.0)
-    await store.start(client)
+    await store.start(any_redis)
     yield store
-    await client.aclose()
 
 
 def offer(oid: str, cid: str, ts: float, targets: tuple[str, ...] = ("sports",)) -> OpenOffer:

@@ -13,9 +13,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-async def ends(aredis: Redis, unique: Callable[[str], str]) -> SessionEnds:
+async def ends(any_redis: Redis, unique: Callable[[str], str]) -> SessionEnds:
     store = SessionEnds(unique("se"), idle_s=1_800.0)
-    await store.start(aredis)
+    await store.start(any_redis)
     return store
 
 

@@ -14,9 +14,9 @@ H = 1_800.0
 
 
 @pytest.fixture
-async def labels(aredis: Redis, unique: Callable[[str], str]) -> LabelStore:
+async def labels(any_redis: Redis, unique: Callable[[str], str]) -> LabelStore:
     store = LabelStore(unique("lb"), horizon_s=H, max_pending=1_000)
-    await store.start(aredis)
+    await store.start(any_redis)
     return store
 
 
@@ -78,23 +78,23 @@ async def test_partitions_keep_their_own_clicks_and_time(labels: LabelStore) -> 
 
 
 async def test_the_oldest_clicks_go_unlabeled_beyond_max_pending(
-    aredis: Redis, unique: Callable[[str], str]
+    any_redis: Redis, unique: Callable[[str], str]
 ) -> None:
     store = LabelStore(unique("lb"), horizon_s=H, max_pending=3)
-    await store.start(aredis)
+    await store.start(any_redis)
     queued, dropped = await store.add([(0, click(f"e{i}", "c", T0 + i)) for i in range(5)], [])
     assert (queued, dropped) == (5, 2)
     due = await store.take(0, T0 + 2 * H)
     assert [r.click.event_id for r in due.labels] == ["e2", "e3", "e4"]
 
 
-async def test_old_purchases_are_pruned(labels: LabelStore, aredis: Redis) -> None:
+async def test_old_purchases_are_pruned(labels: LabelStore, any_redis: Redis) -> None:
     await labels.add([], [(0, "c1", T0), (0, "c2", T0 + 3 * H)])
     await labels.add([], [(0, "c2", T0 + 6 * H)])  # c2's first purchase is 3 horizons older
     await labels.take(0, T0 + 5 * H)
     buys = labels.keys(0)[2]
-    assert await aredis.hget(buys, "c1") is None, "c1 bought more than two horizons ago"
-    assert await aredis.hget(buys, "c2") == repr(T0 + 6 * H).encode()
+    assert await any_redis.hget(buys, "c1") is None, "c1 bought more than two horizons ago"
+    assert await any_redis.hget(buys, "c2") == repr(T0 + 6 * H).encode()
 
 
 async def test_a_backlog_of_due_clicks_keeps_the_purchases_it_needs(labels: LabelStore) -> None:
