@@ -276,6 +276,7 @@ def _store(env: dict[str, str]) -> FeatureStore:
             url=env["STREAMSCORE_REDIS__URL"],
             key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"],
             password=env.get("STREAMSCORE_REDIS__PASSWORD"),
+            cluster=env.get("STREAMSCORE_REDIS__CLUSTER") == "true",
         )
     )
 

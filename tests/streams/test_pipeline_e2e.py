@@ -86,7 +86,9 @@ def _routed(
 async def _features(env: dict[str, str], cid: str) -> dict[str, float]:
     store = FeatureStore(
         RedisSettings(
-            url=env["STREAMSCORE_REDIS__URL"], key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"]
+            url=env["STREAMSCORE_REDIS__URL"],
+            key_prefix=env["STREAMSCORE_REDIS__KEY_PREFIX"],
+            cluster=env.get("STREAMSCORE_REDIS__CLUSTER") == "true",
         )
     )
     await store.start()
@@ -121,6 +123,18 @@ SCRIPT = [
     # c2 fills a cart and leaves: a cart_abandonment alert after the (shortened) timeout.
     click("e7", "c2", T0 + 10, "add_to_cart", "toys", 40.0, session="s2", item="i7"),
 ]
+
+
+@pytest.fixture(params=["server", "cluster"])
+def stack_env(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on one Valkey server, then on a real 3-master Redis Cluster."""
+    if request.param == "server":
+        return stack_env
+    return {
+        **stack_env,
+        "STREAMSCORE_REDIS__URL": request.getfixturevalue("redis_cluster_url"),
+        "STREAMSCORE_REDIS__CLUSTER": "true",
+    }
 
 
 @pytest.mark.timeout(120)
