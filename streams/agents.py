@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import logging
 import time
 import uuid
@@ -34,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 from faust.types import TP, EventT, StreamT
@@ -958,6 +959,11 @@ def _alert(a: Any, version: str, now_wall: float, event_ts: float) -> Alert:
     )
 
 
+# Original bytes a dead letter keeps: base64 makes them 4/3 larger, and a dead letter must fit
+# in a produce request (1 MiB by default) whatever the broker let in.
+DEAD_LETTER_MAX_PAYLOAD: Final = 65_536
+
+
 def _dead_letter(
     topic: str,
     partition: int,
@@ -968,15 +974,19 @@ def _dead_letter(
     now: float,
 ) -> DeadLetter:
     raw = value or b""
+    kept = raw[:DEAD_LETTER_MAX_PAYLOAD]
     return DeadLetter(
         source_topic=topic,
         partition=partition,
         offset=offset,
         reason=reason,
-        payload_b64=base64.b64encode(raw).decode("ascii"),
+        payload_b64=base64.b64encode(kept).decode("ascii"),
         payload_preview=raw[:200].decode("utf-8", errors="replace"),
         key=key.decode("utf-8", errors="replace")[:200] if key is not None else None,
         ts=now,
+        payload_bytes=len(raw),
+        payload_sha256=hashlib.sha256(raw).hexdigest(),
+        payload_truncated=len(kept) < len(raw),
     )
 
 

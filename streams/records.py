@@ -61,7 +61,11 @@ class OfferOutcome(faust.Record, serializer="json", include_metadata=False):
 
 
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
-    """A record that broke the contract: its original bytes (base64) and why."""
+    """A record that broke the contract: its original bytes (base64) and why.
+
+    At most ``DEAD_LETTER_MAX_PAYLOAD`` bytes of the original are kept (``payload_truncated``
+    then says so); ``payload_bytes`` and ``payload_sha256`` are always the whole original's,
+    so a dead letter fits any producer's request size and still identifies its record."""
 
     source_topic: str
     partition: int
@@ -71,6 +75,9 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     payload_preview: str
     key: str | None
     ts: float
+    payload_bytes: int = 0
+    payload_sha256: str = ""
+    payload_truncated: bool = False
     schema_version: int = OUTPUT_SCHEMA_VERSION
 
 
