@@ -212,7 +212,17 @@ class Pipeline:
         self._started = False
         self._last_checkpoint = time.monotonic()
         self.counters: dict[str, int] = dict.fromkeys(
-            ("records", "valid", "duplicates", "clamped", "offers", "alerts", "dead_letters"), 0
+            (
+                "records",
+                "valid",
+                "duplicates",
+                "clamped",
+                "offers",
+                "alerts",
+                "dead_letters",
+                "poison",
+            ),
+            0,
         )
 
     async def start(self) -> None:
@@ -1074,7 +1084,7 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
                 for event in batch:
                     event.message.incref()
                 records = [_record(e) for e in batch]
-                out = await _until_applied(pipeline, records)
+                out = await _narrowed(pipeline, records)
                 futures = await send(out)
                 unsettled.append(asyncio.ensure_future(settle(batch, records, out, futures)))
                 while unsettled and (len(unsettled) > limit or unsettled[0].done()):
@@ -1191,7 +1201,65 @@ async def _until_applied(
             delay = min(delay * 2, 5.0)
 
 
-def _record(event: EventT) -> tuple[str, int, int, bytes | None, bytes | None, float | None]:
+Record = tuple[str, int, int, bytes | None, bytes | None, float | None]
+
+
+async def _narrowed(
+    pipeline: Pipeline, records: Sequence[Record], *, top: bool = True
+) -> BatchOutputs:
+    """``_until_applied``; a failure that is not a Redis outage (a bug some record triggers, a
+    script error on its data) is narrowed by halving the batch to the record(s) that cause it:
+    they go to the dead-letter topic with the error as the reason, the rest is processed
+    (idempotent writes make the re-handled records safe).
+
+    When every record of a batch of ``_SYSTEMIC`` or more fails on its own, it is not the
+    records' doing (a bug on every input): that is raised and stops the worker, as before.
+    """
+    try:
+        return await _until_applied(pipeline, records)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, FeatureStoreError) and "rejected" in str(exc):
+            raise  # credentials or a command Redis refuses: every record would fail
+        if len(records) == 1:
+            topic, partition, offset, key, value, _ = records[0]
+            reason = f"could not be processed: {type(exc).__name__}: {str(exc)[:300]}"
+            logger.error("record %s[%d]@%d dead-lettered: %s", topic, partition, offset, reason)
+            pipeline.counters["poison"] += 1
+            letter = _dead_letter(topic, partition, offset, key, value, reason, time.time())
+            return BatchOutputs(dead_letters=[letter])
+        logger.warning("a batch of %d failed (%r): narrowing it down", len(records), exc)
+        mid = len(records) // 2
+        out = _merged(
+            [await _narrowed(pipeline, part, top=False) for part in (records[:mid], records[mid:])]
+        )
+        failed = sum(d.reason.startswith("could not be processed") for d in out.dead_letters)
+        if top and len(records) >= _SYSTEMIC and failed == len(records):
+            raise
+        return out
+
+
+# A batch at least this long whose every record fails alone is a bug on every input, not poison.
+_SYSTEMIC: Final = 8
+
+
+def _merged(parts: Sequence[BatchOutputs]) -> BatchOutputs:
+    out = BatchOutputs()
+    for p in parts:
+        for name in ("offers", "alerts", "dead_letters", "intents", "outcomes", "labels"):
+            getattr(out, name).extend(getattr(p, name))
+        out.n_valid += p.n_valid
+        out.n_duplicates += p.n_duplicates
+        out.n_clamped += p.n_clamped
+        out.events.extend(p.events)
+        out.duplicates.extend(p.duplicates)
+        for stage, seconds in p.stages.items():
+            out.stages[stage] = out.stages.get(stage, 0.0) + seconds
+    return out
+
+
+def _record(event: EventT) -> Record:
     m = event.message
     ts = m.timestamp if m.timestamp and m.timestamp > 0 else None
     return (m.topic, m.partition, m.offset, m.key, m.value, ts)

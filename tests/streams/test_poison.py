@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from streams.agents import DEAD_LETTER_MAX_PAYLOAD
+from features.settings import RedisSettings
+from models.settings import IntentSettings, ModelSettings
+from streams.agents import DEAD_LETTER_MAX_PAYLOAD, Pipeline, Record, _narrowed
+from streams.settings import Settings
 from tests.streams.conftest import produce
 from tests.streams.test_offer_outcomes_e2e import _read
 from tests.streams.test_pipeline_e2e import T0, _routed, click
@@ -41,3 +45,53 @@ def test_a_record_near_the_brokers_limit_is_dead_lettered_capped_and_the_worker_
     kept = base64.b64decode(dead["payload_b64"])
     assert len(kept) == DEAD_LETTER_MAX_PAYLOAD and huge.startswith(kept)
     assert w.proc is not None and w.proc.poll() is None, "the worker must keep running"
+
+
+def _records(customers: list[str]) -> list[Record]:
+    docs = [click(f"e-{i}-{c}", c, T0 + i, "view", "toys", 10.0) for i, c in enumerate(customers)]
+    return [("clicks", 0, i, key, value, None) for i, (_, key, value) in enumerate(docs)]
+
+
+@pytest.fixture
+async def pipeline(redis_url: str, unique: Any) -> AsyncIterator[Pipeline]:
+    settings = Settings(
+        redis=RedisSettings(url=redis_url, key_prefix=unique("poison")),
+        intent=IntentSettings(enabled=False),
+        models=ModelSettings(sync_every_s=0),
+    )
+    p = Pipeline(settings)
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def test_a_record_that_breaks_processing_is_narrowed_down_and_dead_lettered(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = pipeline.alert_rules.on_click
+
+    def on_click(event: Any, *args: Any) -> Any:
+        if event.customer_id == "poison":  # a bug only this customer's data triggers
+            raise RuntimeError("boom on poison")
+        return real(event, *args)
+
+    monkeypatch.setattr(pipeline.alert_rules, "on_click", on_click)
+    customers = [f"c{i}" for i in range(13)]
+    customers[9] = "poison"
+    out = await _narrowed(pipeline, _records(customers))
+    (dead,) = out.dead_letters
+    assert dead.offset == 9 and dead.reason.startswith("could not be processed: RuntimeError")
+    assert "boom on poison" in dead.reason
+    assert out.n_valid == 12, "every other record of the batch is processed"
+    assert pipeline.counters["poison"] == 1
+
+
+async def test_a_failure_of_every_record_still_stops_the_worker(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug on every input")
+
+    monkeypatch.setattr(pipeline.alert_rules, "on_click", broken)
+    with pytest.raises(RuntimeError, match="every input"):
+        await _narrowed(pipeline, _records([f"c{i}" for i in range(10)]))
