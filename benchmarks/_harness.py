@@ -162,6 +162,7 @@ def worker_env(
         "STREAMSCORE_WORKER__DATA_DIR": str(workdir / f"faust-{names.tag}"),
         "STREAMSCORE_WORKER__LOG_LEVEL": "WARNING",
         "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / f"ckpt-{names.tag}"),
+        "STREAMSCORE_MODELS__CHECKPOINT_KEY": f"bench-key-{names.tag}",
         "STREAMSCORE_INTENT__DEVICE": "cpu",
         # Every eligible click becomes an offer (no per-customer frequency cap), so nearly every
         # click yields a latency sample; the cap's Redis claim still runs for each offer.

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 __all__ = ["AlertSettings", "DecisionSettings", "IntentSettings", "ModelSettings", "TextSettings"]
+
+
+# The built-in key: for code that runs models in-process (tests, notebooks). A worker refuses
+# to start with it (streams/worker.py): anyone who can write the checkpoint directory and knows
+# it could sign a pickle that the worker loads.
+DEV_CHECKPOINT_KEY: Final = "streamscore-dev-key-change-me"
 
 
 class ModelSettings(BaseModel):
@@ -27,7 +33,7 @@ class ModelSettings(BaseModel):
     # 0: every worker keeps its own models (the behaviour before one model per deployment).
     sync_every_s: float = Field(default=5.0, ge=0)
     # HMAC-SHA256 key signing checkpoints; unsigned or tampered files are refused.
-    checkpoint_key: SecretStr = SecretStr("streamscore-dev-key-change-me")
+    checkpoint_key: SecretStr = SecretStr(DEV_CHECKPOINT_KEY)
     max_pending_labels: int = Field(default=200_000, ge=1)
 
 

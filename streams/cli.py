@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -203,6 +204,8 @@ def _demo(args: argparse.Namespace) -> int:
             "STREAMSCORE_WORKER__WEB_PORT": str(web_port),
             "STREAMSCORE_WORKER__DATA_DIR": str(workdir / "faust"),
             "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / "checkpoints"),
+            # the demo's own key: a worker refuses the built-in one
+            "STREAMSCORE_MODELS__CHECKPOINT_KEY": secrets.token_hex(32),
         }
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
         t = settings.topics

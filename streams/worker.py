@@ -9,6 +9,7 @@ import faust
 import torch
 from aiokafka.errors import KafkaError
 
+from models.settings import DEV_CHECKPOINT_KEY
 from streams.agents import Pipeline, register
 from streams.app import StreamscoreApp, create_app
 from streams.embedded import create_topics
@@ -16,7 +17,7 @@ from streams.logs import setup_logging
 from streams.settings import Settings
 from streams.web import register_pages
 
-__all__ = ["build_app", "run_worker"]
+__all__ = ["build_app", "check_secrets", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,23 @@ async def _create_topics_when_reachable(settings: Settings) -> None:
             delay = min(delay * 2, 10.0)
 
 
+def check_secrets(settings: Settings) -> None:
+    """Refuse the built-in checkpoint key: checkpoints and the shared models are pickles signed
+    with it, and anyone who can write them and knows the key could make the worker load theirs.
+    """
+    if settings.models.checkpoint_key.get_secret_value() == DEV_CHECKPOINT_KEY:
+        raise SystemExit(
+            "refusing to start with the built-in checkpoint key: set "
+            "STREAMSCORE_MODELS__CHECKPOINT_KEY to a secret of your own (the same on every "
+            "worker of a deployment), e.g. from "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+
+
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
     setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    check_secrets(settings)
     # One intra-op thread: the LSTM's micro-batches are small and a second OpenMP thread
     # spin-waits on the core the event loop needs (benchmarks/README.md: intent stage
     # ~25x cheaper, in-process throughput ~3x on 2 cores).

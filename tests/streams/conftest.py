@@ -119,6 +119,7 @@ def stack_env(servers: Any, unique: Callable[[str], str], tmp_path: Path) -> dic
         "STREAMSCORE_WORKER__WEB_PORT": str(free_port()),
         "STREAMSCORE_WORKER__DATA_DIR": str(tmp_path / "faust"),
         "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "STREAMSCORE_MODELS__CHECKPOINT_KEY": "test-key-" + unique("k"),
         "STREAMSCORE_INTENT__DEVICE": "cpu",
     }
 

@@ -106,7 +106,8 @@ def snapshot(env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
         from redis.asyncio import Redis
 
         client = Redis.from_url(env["STREAMSCORE_REDIS__URL"])
-        sync = ModelSync(env["STREAMSCORE_REDIS__KEY_PREFIX"], b"streamscore-dev-key-change-me")
+        key = env["STREAMSCORE_MODELS__CHECKPOINT_KEY"].encode()
+        sync = ModelSync(env["STREAMSCORE_REDIS__KEY_PREFIX"], key)
         await sync.start(client)
         try:
             got = await sync.fetch()
