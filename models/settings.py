@@ -124,9 +124,12 @@ class DecisionSettings(BaseModel):
     control_no_offer_share: float = Field(default=0.5, ge=0, le=1)
     # Contact policy: the same offer at most once per customer within this many hours.
     offer_frequency_cap_hours: float = Field(default=24.0, ge=0)
-    # Quiet hours in local time (UTC + utc_offset_hours), [start, end); None: no quiet hours.
+    # Quiet hours, [start, end) on the wall clock (a message is sent now, whatever time the
+    # event says) in ``timezone`` (an IANA name such as "Europe/Berlin", daylight saving
+    # included), or UTC + utc_offset_hours when no timezone is set; None: no quiet hours.
     quiet_hours_start: int | None = Field(default=None, ge=0, le=23)
     quiet_hours_end: int | None = Field(default=None, ge=0, le=23)
+    timezone: str | None = None
     utc_offset_hours: float = Field(default=0.0, ge=-14, le=14)
     # No offers for this many hours after a negative_feedback alert.
     negative_feedback_block_hours: float = Field(default=24.0, ge=0)

@@ -5,15 +5,17 @@ Pure rules over a ``ContactState`` that the caller reads from Redis
 ``negative_feedback`` alert, quiet hours in local time, and the per-offer frequency cap (the
 same offer at most once per customer within ``offer_frequency_cap_hours``; a replay of the
 trigger that sent it is allowed). The per-customer frequency cap stays with
-``FeatureStore.claim_contacts``. All times are event times (epoch seconds).
+``FeatureStore.claim_contacts``. Times are event times (epoch seconds), except quiet hours:
+they are about when the customer gets the message, so they are checked against the wall clock
+(``now``), and a backlog, a replay or a device with a wrong clock cannot slip an offer into them.
 
 >>> from models.settings import DecisionSettings
 >>> policy = ContactPolicy(DecisionSettings(quiet_hours_start=22, quiet_hours_end=7,
-...                                         utc_offset_hours=1.0))
->>> t = 1_700_000_000.0  # 2023-11-14 22:13 UTC, 23:13 local
->>> policy.blocked(t, ContactState())
+...                                         timezone="Europe/Berlin"))
+>>> t = 1_700_000_000.0  # 2023-11-14 22:13 UTC, 23:13 in Berlin
+>>> policy.blocked(t - 12 * 3600, ContactState(), now=t)  # an event from the afternoon, now
 'quiet_hours'
->>> policy.blocked(t + 9 * 3600, ContactState(suppressed=True))
+>>> policy.blocked(t, ContactState(suppressed=True), now=t + 9 * 3600)
 'suppressed'
 >>> state = ContactState(last_offer={"o1": (t, "e1")})
 >>> policy.offer_allowed("o1", "e2", t + 3600, state), policy.offer_allowed("o1", "e1", t, state)
@@ -21,6 +23,10 @@ trigger that sent it is allowed). The per-customer frequency cap stays with
 """
 
 from __future__ import annotations
+
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from models.decisioning.outcomes import ContactState
 from models.settings import DecisionSettings
@@ -38,6 +44,7 @@ class ContactPolicy:
         start, end = settings.quiet_hours_start, settings.quiet_hours_end
         self._quiet = None if start is None or end is None or start == end else (start, end)
         self._offset_s = settings.utc_offset_hours * 3600.0
+        self._zone = ZoneInfo(settings.timezone) if settings.timezone else None
         self._offer_cap_s = settings.offer_frequency_cap_hours * 3600.0
 
     def in_quiet_hours(self, ts: float) -> bool:
@@ -45,11 +52,17 @@ class ContactPolicy:
         if self._quiet is None:
             return False
         start, end = self._quiet
-        hour = int(((ts + self._offset_s) % 86_400.0) // 3600.0)
+        if self._zone is not None:
+            hour = datetime.fromtimestamp(ts, self._zone).hour
+        else:
+            hour = int(((ts + self._offset_s) % 86_400.0) // 3600.0)
         return start <= hour < end if start < end else hour >= start or hour < end
 
-    def blocked(self, ts: float, state: ContactState | None) -> str | None:
-        """Why the customer may not be contacted at ``ts`` at all, or None."""
+    def blocked(
+        self, ts: float, state: ContactState | None, now: float | None = None
+    ) -> str | None:
+        """Why the customer may not be contacted about an event at ``ts`` at all, or None;
+        quiet hours are checked at wall time ``now`` (the clock when None)."""
         if state is not None:
             if state.suppressed:
                 return "suppressed"
@@ -58,7 +71,7 @@ class ContactPolicy:
             block_s = self.settings.negative_feedback_block_hours * 3600.0
             if state.negative_until - block_s <= ts < state.negative_until:
                 return NEGATIVE_FEEDBACK
-        if self.in_quiet_hours(ts):
+        if self.in_quiet_hours(time.time() if now is None else now):
             return "quiet_hours"
         return None
 
