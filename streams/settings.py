@@ -118,6 +118,10 @@ class WorkerSettings(BaseModel):
     # Batches whose outputs may still await the broker's acknowledgement while the next batch
     # is handled (their input offsets are committed only once acknowledged); 0 = wait each.
     unacked_batches: int = Field(default=2, ge=0)
+    # On SIGTERM: how long the worker waits for the events it has started on to be handled
+    # and committed before it leaves the consumer group (streams/app.py); what is still in
+    # flight then is read again by the partitions' next owner.
+    stop_drain_s: float = Field(default=2.0, ge=0)
     max_payload_bytes: int = Field(default=16_384, ge=256)
     # Event time (streams/clock.py). An event's ts may be at most this far ahead of its
     # record's Kafka timestamp (or of the wall clock, whichever is earlier); a later ts is
