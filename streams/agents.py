@@ -288,7 +288,8 @@ class Pipeline:
             await asyncio.wait_for(self.share_models(now=True), timeout=5.0)
         except TimeoutError:
             logger.warning("models not merged on shutdown: Redis did not answer in 5 s")
-        self.checkpoint()
+        finally:  # also when the stop cancels the merge: the file keeps what was learned
+            self.checkpoint()
         await self.store.close()
         self._started = False
 
