@@ -12,7 +12,9 @@ Nested sections use ``__``: ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=host:9092``,
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from collections.abc import Mapping
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +28,7 @@ from models.settings import (
     TextSettings,
 )
 
-__all__ = ["KafkaSettings", "Settings", "TopicSettings", "WorkerSettings"]
+__all__ = ["KafkaSettings", "Settings", "TopicSettings", "WorkerSettings", "unknown_variables"]
 
 
 class KafkaSettings(BaseModel):
@@ -158,3 +160,37 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = RecommendSettings()
     text: TextSettings = TextSettings()
     alerting: AlertSettings = AlertSettings()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``STREAMSCORE_`` variables that name no setting (a typo is otherwise ignored in silence:
+    ``STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS``, one underscore, left the worker on 127.0.0.1:9092),
+    each with the closest known name when there is one.
+
+    >>> unknown_variables({"STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS": "b:9092", "HOME": "/root"})
+    ['STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS (did you mean STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS?)']
+    >>> unknown_variables({"STREAMSCORE_REDIS__URL": "redis://r:6379/0"})
+    []
+    """
+    known = set(_KNOWN) | set(_EXTRA)
+    out = []
+    for name in sorted(environ):
+        if not name.startswith("STREAMSCORE_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, _KNOWN, n=1, cutoff=0.8)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
+
+
+def _known_names() -> list[str]:
+    names = []
+    for group, info in Settings.model_fields.items():
+        model = info.annotation
+        fields = getattr(model, "model_fields", {})
+        names += [f"STREAMSCORE_{group}__{field}".upper() for field in fields]
+    return names
+
+
+_KNOWN: Final = _known_names()
+# Read by the tooling around the worker rather than by ``Settings``.
+_EXTRA: Final = frozenset({"STREAMSCORE_TEST_DOCKER"})

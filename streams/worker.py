@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import faust
 import torch
@@ -14,7 +15,7 @@ from streams.agents import Pipeline, register
 from streams.app import StreamscoreApp, create_app
 from streams.embedded import create_topics
 from streams.logs import setup_logging
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variables
 from streams.web import register_pages
 
 __all__ = ["build_app", "check_secrets", "run_worker"]
@@ -71,6 +72,8 @@ def check_secrets(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT."""
     setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    for name in unknown_variables(os.environ):
+        logger.warning("unknown setting %s is ignored", name)
     check_secrets(settings)
     # One intra-op thread: the LSTM's micro-batches are small and a second OpenMP thread
     # spin-waits on the core the event loop needs (benchmarks/README.md: intent stage

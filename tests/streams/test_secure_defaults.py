@@ -58,3 +58,17 @@ def test_quiet_hours_hold_on_the_wall_clock_for_a_backlog(worker_factory: Any) -
     stats = w.wait_processed(len(records))
     blocked = stats["contact_policy"].get("blocked:quiet_hours", 0)
     assert blocked == len(records) and stats["offers"] == 0, stats
+
+
+@pytest.mark.timeout(60)
+def test_a_misspelled_setting_is_named_in_the_log(stack_env: dict[str, str]) -> None:
+    env = {**os.environ, **stack_env, "STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092"}
+    env.pop("STREAMSCORE_MODELS__CHECKPOINT_KEY")  # so the worker stops right after the check
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True, timeout=45
+    )
+    log = (proc.stdout + proc.stderr).decode(errors="replace")
+    want = (
+        "STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS (did you mean STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS?)"
+    )
+    assert want in log, log[-3000:]
