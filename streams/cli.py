@@ -197,6 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
     out.write("streamscore demo: starting embedded Tansu broker and Valkey...\n")
     with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
         web_port = free_port()
+        key = secrets.token_hex(32)  # the demo's own: a worker refuses the built-in key
         env = {
             **os.environ,
             "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -204,8 +205,7 @@ def _demo(args: argparse.Namespace) -> int:
             "STREAMSCORE_WORKER__WEB_PORT": str(web_port),
             "STREAMSCORE_WORKER__DATA_DIR": str(workdir / "faust"),
             "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / "checkpoints"),
-            # the demo's own key: a worker refuses the built-in one
-            "STREAMSCORE_MODELS__CHECKPOINT_KEY": secrets.token_hex(32),
+            "STREAMSCORE_MODELS__CHECKPOINT_KEY": key,
         }
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
         t = settings.topics
@@ -217,7 +217,8 @@ def _demo(args: argparse.Namespace) -> int:
             )
         )
         if args.intent_events > 0:
-            env["STREAMSCORE_INTENT__CHECKPOINT_PATH"] = str(_train_demo_intent(args, workdir))
+            trained = _train_demo_intent(args, workdir, key)
+            env["STREAMSCORE_INTENT__CHECKPOINT_PATH"] = str(trained)
         log_path = workdir / "worker.log"
         out.write(
             f"  broker {broker.bootstrap_servers}, Valkey {valkey.url}\n"
@@ -258,7 +259,7 @@ def _fast_clock(speedup: float, horizon_s: float = 6 * 3600.0) -> Callable[[], f
     return clock
 
 
-def _train_demo_intent(args: argparse.Namespace, workdir: Path) -> Path:
+def _train_demo_intent(args: argparse.Namespace, workdir: Path, key: str) -> Path:
     """Train the intent LSTM on a short simulated history (other seed than the live traffic)."""
     from models.intent.train import train_intent
     from streams.simulator import Simulator
@@ -272,7 +273,7 @@ def _train_demo_intent(args: argparse.Namespace, workdir: Path) -> Path:
         for ev in sim.events(args.intent_events, rate=2.0):
             if ev.doc is not None:
                 f.write(orjson.dumps({"topic": ev.topic, "doc": ev.doc}) + b"\n")
-    result = train_intent(path, workdir / "intent", epochs=2, seed=args.seed)
+    result = train_intent(path, workdir / "intent", epochs=2, seed=args.seed, key=key)
     m = result.metrics
     out.write(
         f"  intent LSTM held-out session-purchase AUC {m['purchase_auc']:.3f}, "
