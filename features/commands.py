@@ -42,9 +42,6 @@ class Commands:
 
         return queue
 
-    def __len__(self) -> int:
-        return len(self.calls)
-
     async def execute(self) -> list[Any]:
         client = self._client
         if isinstance(client, RedisCluster):

@@ -49,7 +49,6 @@ __all__ = [
     "merge",
     "moments_from_sums",
     "power_sums",
-    "same_state",
 ]
 
 SharedState = dict[str, Any]  # name -> float | np.ndarray
@@ -83,13 +82,6 @@ def merge(
         theirs = current.get(name)
         out[name] = delta if theirs is None else theirs + delta
     return out
-
-
-def same_state(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two states hold the same keys and values (exactly)."""
-    if a.keys() != b.keys():
-        return False
-    return all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def power_sums(prefix: str, count: float, mean: np.ndarray, var: np.ndarray) -> dict[str, Any]:

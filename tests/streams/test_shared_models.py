@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from benchmarks.multi_worker import PROBES
 from models.sync import ModelSync
 from tests.streams.conftest import WorkerProcess
 from tests.streams.faultkit import (
@@ -43,18 +44,6 @@ ENV = {
     # time moves only with the events: ``push`` moves every partition past every deadline
     "STREAMSCORE_WORKER__IDLE_PARTITION_S": "600",
 }
-# customers from new to loyal: nothing spent to thousands, recent buyers to long-lapsed ones
-PROBES = [
-    {
-        "spend_30d": float(10 ** (i % 4) * (1 + i % 3)) if i % 4 else 0.0,
-        "purchases_30d": float(i % 4 * (1 + i % 3)),
-        "clicks_30d": float(3 ** (i % 6)),
-        "avg_order_value": float(20 + 30 * (i % 5)),
-        "secs_since_last_purchase": float(60 * 10 ** (i % 6)),
-        "cart_value": float(i % 7) * 20.0,
-    }
-    for i in range(60)
-]
 
 
 def models_of(w: WorkerProcess) -> dict[str, Any]:
