@@ -4,16 +4,18 @@
 -- MAX_CATS, TOP_K, NEVER, WIN_W, WIN_N) rendered from FeatureSettings, so this file is not
 -- runnable on its own.
 --
--- KEYS: 3 per customer: state (msgpack blob), seen (zset event_id -> ts), offers (zset
--- trigger_event_id -> ts). In a cluster all keys of one call share one slot.
+-- KEYS: 4 per customer: state (msgpack blob), seen (zset event_id -> ts), offers (zset
+-- trigger_event_id -> ts), sums (hash event_id -> content digest of the event applied under
+-- that id). In a cluster all keys of one call share one slot.
 -- ARGV (decoded by the header from one JSON array of strings):
 -- ARGV[1] = 'a' (apply), ARGV[2] = the batch token ('' for none), then per customer (in KEYS
---   order): the number of its events, then one record per event: event_id, kind (c|p|f), ts, session_id, action, value, sentiment,
---   ncat, then ncat x (category, affinity weight); the first category is the event's own.
+--   order): the number of its events, then one record per event: event_id, kind (c|p|f), ts,
+--   session_id, action, value, sentiment, digest (of the content but ts), ncat, then
+--   ncat x (category, affinity weight); the first category is the event's own.
 --   value: click price, purchase total or feedback rating; '' when absent.
 -- ARGV[1] = 'g' (get), ARGV[2] = now: one customer, read-only; nil when it is unknown.
 -- Returns {rows, names}: rows is one string of little-endian doubles, ROW_W per event:
---   duplicate (0|1), last_offer_ts (-1 when none), the 29 features in FEATURE_NAMES order,
+--   duplicate (0 new, 1 seen before, 2 seen before with another digest: a conflict), last_offer_ts (-1 when none), the 29 features in FEATURE_NAMES order,
 --   n_top, then TOP_K shares (0-padded); names is a cjson array of the top category names of
 --   all rows, n_top per row.
 --
@@ -220,18 +222,30 @@ local function last_offer_ts(key)
   return tonumber(top[2]) or -1
 end
 
+-- Forget the digests of ids that leave seen.
+local function forget_sums(ksums, ids)
+  for j = 1, #ids, 1000 do
+    call('HDEL', ksums, unpack(ids, j, math.min(j + 999, #ids)))
+  end
+end
+
 -- Forget seen ids behind the dedup horizon (lazily: at most ~16 times per horizon) and beyond
--- the size cap (raising the dedup floor S.dc to the newest id dropped).
-local function trim_seen(S, key)
+-- the size cap (raising the dedup floor S.dc to the newest id dropped), with their digests.
+local function trim_seen(S, key, ksums)
   local cut = S.t - HORIZON_S
   if cut - (S.tr or 0) > HORIZON_S / 16 then
-    S.ns = S.ns - call('ZREMRANGEBYSCORE', key, '-inf', '(' .. fmt(cut))
+    local old = call('ZRANGEBYSCORE', key, '-inf', '(' .. fmt(cut))
+    if #old > 0 then
+      forget_sums(ksums, old)
+      S.ns = S.ns - call('ZREMRANGEBYSCORE', key, '-inf', '(' .. fmt(cut))
+    end
     S.tr = cut
   end
   if S.ns > DEDUP_MAX then
     local last = S.ns - DEDUP_MAX - 1
     local edge = tonumber(call('ZRANGE', key, last, last, 'WITHSCORES')[2])
     if S.dc == nil or edge > S.dc then S.dc = edge end
+    forget_sums(ksums, call('ZRANGE', key, 0, last))
     call('ZREMRANGEBYRANK', key, 0, last)
     S.ns = call('ZCARD', key)
   end
@@ -250,8 +264,8 @@ end
 
 local token = ARGV[2]
 local i = 3
-for c = 1, #KEYS, 3 do
-  local kstate, kseen, koffers = KEYS[c], KEYS[c + 1], KEYS[c + 2]
+for c = 1, #KEYS, 4 do
+  local kstate, kseen, koffers, ksums = KEYS[c], KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
   local raw = call('GET', kstate)
   local S = raw and cmsgpack.unpack(raw) or new_state()
   local offer = last_offer_ts(koffers)
@@ -260,25 +274,27 @@ for c = 1, #KEYS, 3 do
   local applied = {}
   for _ = 1, tonumber(ARGV[i]) do
     i = i + 1
-    local ts = tonumber(ARGV[i + 2])
-    local ncat = tonumber(ARGV[i + 7])
-    local dup = false
-    if ours[ARGV[i]] then  -- applied by this batch's earlier attempt: new to the caller, once
-      ours[ARGV[i]] = nil
-      applied[ARGV[i]] = true
+    local id, ts, digest = ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 7]
+    local ncat = tonumber(ARGV[i + 8])
+    local dup = 0
+    if ours[id] then  -- applied by this batch's earlier attempt: new to the caller, once
+      ours[id] = nil
+      applied[id] = true
+    elseif (S.t ~= nil and ts < S.t - HORIZON_S) or (S.dc ~= nil and ts <= S.dc) then
+      dup = 1  -- too old to tell from a replay
+    elseif call('ZADD', kseen, 'NX', ARGV[i + 2], id) == 0 then
+      local was = call('HGET', ksums, id)  -- none for ids seen before digests were kept
+      dup = (was and was ~= digest) and 2 or 1
     else
-      dup = (S.t ~= nil and ts < S.t - HORIZON_S) or (S.dc ~= nil and ts <= S.dc)
-          or call('ZADD', kseen, 'NX', ARGV[i + 2], ARGV[i]) == 0
-      if not dup then
-        S.ns = S.ns + 1
-        apply(S, ARGV[i + 1], ts, ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]),
-              tonumber(ARGV[i + 6]), i + 8, ncat)
-        applied[ARGV[i]] = true
-        changed = true
-      end
+      S.ns = S.ns + 1
+      call('HSET', ksums, id, digest)
+      apply(S, ARGV[i + 1], ts, ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]),
+            tonumber(ARGV[i + 6]), i + 9, ncat)
+      applied[id] = true
+      changed = true
     end
-    emit(S, ts, S.t or ts, ncat > 0 and ARGV[i + 8] or nil, dup and 1 or 0, offer)
-    i = i + 7 + 2 * ncat
+    emit(S, ts, S.t or ts, ncat > 0 and ARGV[i + 9] or nil, dup, offer)
+    i = i + 8 + 2 * ncat
   end
   i = i + 1
   if changed then
@@ -288,9 +304,10 @@ for c = 1, #KEYS, 3 do
       end
       S.bt, S.ba = token, applied
     end
-    trim_seen(S, kseen)
+    trim_seen(S, kseen, ksums)
     call('SET', kstate, cmsgpack.pack(S), 'PX', TTL_MS)
     call('PEXPIRE', kseen, TTL_MS)
+    call('PEXPIRE', ksums, TTL_MS)
     if offer >= 0 then call('PEXPIRE', koffers, TTL_MS) end
   end
 end

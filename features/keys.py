@@ -7,7 +7,7 @@ same ``{prefix}:{`` + id, so they share a tag even when the id itself holds brac
 >>> customer_key("ss", "c42", "state")
 'ss:{c42}:state'
 >>> CustomerKeys.of("ss", "c42").all
-('ss:{c42}:state', 'ss:{c42}:seen', 'ss:{c42}:offers')
+('ss:{c42}:state', 'ss:{c42}:seen', 'ss:{c42}:offers', 'ss:{c42}:sums')
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final
 __all__ = ["PARTS", "CustomerKeys", "customer_key"]
 
 # The parts of a customer's data (see docs/feature-store.md for what each holds).
-PARTS: Final = ("state", "seen", "offers")
+PARTS: Final = ("state", "seen", "offers", "sums")
 
 
 def customer_key(prefix: str, customer_id: str, part: str) -> str:
@@ -37,12 +37,15 @@ class CustomerKeys:
     state: str
     seen: str
     offers: str
+    sums: str
 
     @classmethod
     def of(cls, prefix: str, customer_id: str) -> CustomerKeys:
         head = customer_key(prefix, customer_id, "")
-        return cls(state=head + "state", seen=head + "seen", offers=head + "offers")
+        return cls(
+            state=head + "state", seen=head + "seen", offers=head + "offers", sums=head + "sums"
+        )
 
     @property
-    def all(self) -> tuple[str, str, str]:
-        return (self.state, self.seen, self.offers)
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.state, self.seen, self.offers, self.sums)

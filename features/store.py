@@ -44,7 +44,7 @@ from redis.crc import key_slot
 
 from features.batch import CommandBatch, packed
 from features.commands import pipeline
-from features.events import Click, Event, Purchase
+from features.events import Click, Event, Purchase, content_digest
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
 
@@ -166,6 +166,8 @@ class FeatureResult:
 
     ``duplicate`` is True when the event was not applied: its ``event_id`` was seen before,
     or it is older than the dedup horizon (then it could not be told apart from a replay).
+    ``conflict`` is True for a duplicate whose content (every field but ``ts``) differs from
+    the event first applied under its id: not a replay but another event reusing the id.
     """
 
     event_id: str
@@ -174,6 +176,7 @@ class FeatureResult:
     features: dict[str, float]
     top_categories: tuple[tuple[str, float], ...]
     last_offer_ts: float | None
+    conflict: bool = False
 
 
 _Call = tuple[str, tuple[str, ...], tuple[Any, ...]]
@@ -504,6 +507,7 @@ def _encode(event: Event, sentiment: float | None, out: list[Any]) -> None:
             event.action,
             price,
             "",
+            content_digest(event),
             1,
             event.category,
             AFFINITY_WEIGHTS.get(event.action, 0.0),
@@ -524,6 +528,7 @@ def _encode(event: Event, sentiment: float | None, out: list[Any]) -> None:
             "",
             event.total,
             "",
+            content_digest(event),
             len(weights),
             main,
             weights.pop(main),
@@ -540,6 +545,7 @@ def _encode(event: Event, sentiment: float | None, out: list[Any]) -> None:
             "",
             rating,
             "" if sentiment is None else sentiment,
+            content_digest(event),
             0,
         )
 
@@ -551,10 +557,11 @@ def _result(
     return FeatureResult(
         event_id=event_id,
         customer_id=customer_id,
-        duplicate=row[0] == 1.0,
+        duplicate=row[0] >= 1.0,
         features=dict(zip(FEATURE_NAMES, row[2 : 2 + _N], strict=True)),
         top_categories=tuple(top),
         last_offer_ts=None if offer < 0 else offer,
+        conflict=row[0] == 2.0,
     )
 
 

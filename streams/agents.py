@@ -131,6 +131,7 @@ class Validated(NamedTuple):
     dead_letters: list[DeadLetter]
     clamped: int  # events whose ts was clamped to their record's time bound
     partitions: dict[str, int]  # customer id -> the input partition its events came from
+    sources: list[int]  # each valid event's index in the batch's records
 
 
 @dataclass(slots=True)
@@ -221,6 +222,7 @@ class Pipeline:
                 "alerts",
                 "dead_letters",
                 "poison",
+                "conflicts",
             ),
             0,
         )
@@ -379,8 +381,9 @@ class Pipeline:
         dead: list[DeadLetter] = []
         clamped = 0
         partitions: dict[str, int] = {}
+        sources: list[int] = []
         clamp = self.settings.worker.future_ts == "clamp"
-        for topic, partition, offset, key, value, kafka_ts in records:
+        for n, (topic, partition, offset, key, value, kafka_ts) in enumerate(records):
             try:
                 kind = self._kind_by_topic.get(topic, topic)
                 event = parse_event(kind, value, now=now, kafka_ts=kafka_ts, limits=self.limits)
@@ -406,7 +409,8 @@ class Pipeline:
             self.clock.observe((topic, partition), event.ts)
             partitions[event.customer_id] = partition
             valid.append(event)
-        return Validated(valid, dead, clamped, partitions)
+            sources.append(n)
+        return Validated(valid, dead, clamped, partitions, sources)
 
     async def handle(
         self,
@@ -502,6 +506,41 @@ class Pipeline:
         self._settle(d)
         return out
 
+    def _conflicts(
+        self,
+        records: Sequence[Record],
+        sources: list[int],
+        valid: list[Event],
+        results: list[FeatureResult],
+        sentiments: list[float | None],
+        out: BatchOutputs,
+    ) -> tuple[list[Event], list[FeatureResult], list[float | None]]:
+        """Dead-letter the events that reuse an ``event_id`` of their customer's with other
+        content (Redis did not apply them), and return the batch without them."""
+        now = time.time()
+        kept: tuple[list[Event], list[FeatureResult], list[float | None]] = ([], [], [])
+        for n, event, result, sentiment in zip(sources, valid, results, sentiments, strict=True):
+            if not result.conflict:
+                kept[0].append(event)
+                kept[1].append(result)
+                kept[2].append(sentiment)
+                continue
+            topic, partition, offset, key, value, _ = records[n]
+            reason = (
+                f"duplicate event_id with different content: {event.event_id!r} of customer "
+                f"{event.customer_id!r} was first applied with other fields"
+            )
+            out.dead_letters.append(_dead_letter(topic, partition, offset, key, value, reason, now))
+            self.counters["conflicts"] += 1
+            logger.warning(
+                "dead letter %s[%s]@%s event_id=%s: %s",
+                *(topic, partition, offset, event.event_id, reason),
+                extra=event_fields(topic, partition, offset, value),
+            )
+        out.n_valid = len(kept[0])
+        out.events = kept[0]
+        return kept
+
     def _settle(self, d: _Decided) -> None:
         """A batch's writes are done: expiries may run up to its partitions' times."""
         self._settled.update(d.times)
@@ -527,7 +566,7 @@ class Pipeline:
         The in-memory learning happens here, after the last round trip that can fail, so a
         failed attempt has learned nothing and its retry (same ``token``) learns once.
         """
-        valid, dead, clamped, partitions = self.validate(records)
+        valid, dead, clamped, partitions, sources = self.validate(records)
         times = self.clock.partition_times()
         watch.lap("validate")
         out = BatchOutputs(dead_letters=dead, n_valid=len(valid), n_clamped=clamped, events=valid)
@@ -547,6 +586,10 @@ class Pipeline:
             self.recommendations.prepare(valid),
         )
         watch.lap("redis")
+        if any(r.conflict for r in results):
+            valid, results, sentiments = self._conflicts(
+                records, sources, valid, results, sentiments, out
+            )
         # every click is scored in one matrix product and queued for its label (a replayed
         # click too: the label store keeps the first copy, so a click whose queueing was cut
         # short by a crash is queued by its replay)
@@ -752,7 +795,7 @@ class Pipeline:
                 return None, None, alerts
             decision = choice.decision
             offer = Offer(
-                offer_event_id=offer_event_id(event.event_id),
+                offer_event_id=offer_event_id(event.customer_id, event.event_id),
                 customer_id=event.customer_id,
                 offer_id=decision.offer_id,
                 score=round(decision.score, 6),
@@ -957,7 +1000,7 @@ class Pipeline:
 
 def _alert(a: Any, version: str, now_wall: float, event_ts: float) -> Alert:
     return Alert(
-        alert_id=alert_id(a.trigger_event_id, a.type),
+        alert_id=alert_id(a.customer_id, a.trigger_event_id, a.type),
         customer_id=a.customer_id,
         type=a.type,
         severity=a.severity,

@@ -72,6 +72,7 @@ STAGES: Final = ("validate", "models", "redis", "intent", "decide", "learn", "pr
 # Dead-letter reasons are sentences with values in them; the label is a short category.
 # Checked in order: the first needle found in the reason names its category.
 _REASON_CATEGORIES: Final = (
+    ("duplicate event_id with different content", "conflict"),
     ("not valid JSON", "invalid_json"),
     ("empty record", "empty"),
     ("payload of", "too_large"),

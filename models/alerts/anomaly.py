@@ -264,7 +264,7 @@ class PurchaseAnomaly:
 def anomaly_alert(purchase: Purchase, score: float, x: dict[str, float]) -> Alert:
     """The ``anomaly`` alert for fraud review (always high severity)."""
     return Alert(
-        alert_id=alert_id(purchase.event_id, "anomaly"),
+        alert_id=alert_id(purchase.customer_id, purchase.event_id, "anomaly"),
         customer_id=purchase.customer_id,
         type="anomaly",
         severity="high",

@@ -219,7 +219,7 @@ def churn_alert(signal: ChurnSignal, high_value_spend: float = 200.0) -> Alert:
     """The ``churn_risk`` alert: high for customers spending ``high_value_spend`` a month."""
     severity: Severity = "high" if signal.spend_30d >= high_value_spend else "medium"
     return Alert(
-        alert_id=alert_id(signal.trigger_event_id, "churn_risk"),
+        alert_id=alert_id(signal.customer_id, signal.trigger_event_id, "churn_risk"),
         customer_id=signal.customer_id,
         type="churn_risk",
         severity=severity,

@@ -126,7 +126,7 @@ class AlertRules:
         if sentiment is not None:
             score = max(score, -sentiment)
         return Alert(
-            alert_id=alert_id(event.event_id, "negative_feedback"),
+            alert_id=alert_id(event.customer_id, event.event_id, "negative_feedback"),
             customer_id=event.customer_id,
             type="negative_feedback",
             severity=severity,
@@ -160,7 +160,7 @@ class AlertRules:
         if not (big_cart or sure_buyer):
             return None
         return Alert(
-            alert_id=alert_id(event.event_id, "high_value_intent"),
+            alert_id=alert_id(event.customer_id, event.event_id, "high_value_intent"),
             customer_id=event.customer_id,
             type="high_value_intent",
             severity="medium",
@@ -186,7 +186,7 @@ class AlertRules:
         big = due.cart_value >= self.settings.high_value_intent_min_cart
         severity: Severity = "high" if big else "medium"
         return Alert(
-            alert_id=alert_id(due.trigger_event_id, "cart_abandonment"),
+            alert_id=alert_id(due.customer_id, due.trigger_event_id, "cart_abandonment"),
             customer_id=due.customer_id,
             type="cart_abandonment",
             severity=severity,

@@ -204,7 +204,7 @@ class OfferPolicy:
             best,
             best_score,
             match + match_cat,
-            offer_event_id(event.event_id),
+            offer_event_id(event.customer_id, event.event_id),
             _top_feature(ctx.features),
             x,
             ctx.model_version,
@@ -234,7 +234,9 @@ class OfferPolicy:
         ranked = sorted(best.values(), key=lambda t: -t[0])
         if not ranked:
             return []
-        oid, top = offer_event_id(event.event_id), _top_feature(ctx.features)  # once per click
+        # once per click
+        oid = offer_event_id(event.customer_id, event.event_id)
+        top = _top_feature(ctx.features)
         return [
             self._decision(event, r, score, match, oid, top, x, ctx.model_version)
             for score, r, match in ranked

@@ -257,6 +257,38 @@ async def test_events_behind_the_dedup_horizon_are_ignored(store: FeatureStore) 
     assert res[1].features["clicks_30d"] == 2
 
 
+async def test_an_event_id_reused_with_other_content_is_a_conflict(store: FeatureStore) -> None:
+    c = "cust-conflict"
+    first = click("k1", c, T0, "add_to_cart", price=10.0)
+    (applied,) = await store.apply([first])
+    # a resend of the same event, at another ts (a stand-in or clamped ts), is a replay
+    same = await store.apply([click("k1", c, T0 + 30, "add_to_cart", price=10.0)])
+    # the same id with other content (another price; another customer's id space is apart)
+    other = await store.apply(
+        [
+            click("k1", c, T0, "add_to_cart", price=99.0),
+            click("k1", "cust-other", T0, "add_to_cart", price=99.0),
+        ]
+    )
+    assert [(x.duplicate, x.conflict) for x in (applied, *same, *other)] == [
+        (False, False),
+        (True, False),
+        (True, True),
+        (False, False),
+    ]
+    assert other[0].features["cart_value"] == 10.0, "the conflicting event is not applied"
+
+
+async def test_dedup_horizon_forgets_the_digests(store: FeatureStore) -> None:
+    c = "cust-digests"
+    horizon = store.settings.dedup_ttl_hours * 3600
+    await store.apply([click(f"h{i}", c, T0 + i) for i in range(5)])
+    await store.apply([click("late", c, T0 + 2 * horizon)])  # the 5 fall behind the horizon
+    client = store._client
+    assert client is not None
+    assert await client.hkeys(CustomerKeys.of(store.redis.key_prefix, c).sums) == [b"late"]
+
+
 async def test_dedup_cap_raises_the_floor(
     redis_url: str, unique: Callable[[str], str], redis_client: redis.Redis
 ) -> None:
@@ -269,8 +301,10 @@ async def test_dedup_cap_raises_the_floor(
         events = [click(f"d{i}", c, T0 + i) for i in range(40)]
         await s.apply(events[:20])
         await s.apply(events[20:])
-        seen = CustomerKeys.of(s.redis.key_prefix, c).seen
-        assert redis_client.zcard(seen) == 16
+        keys = CustomerKeys.of(s.redis.key_prefix, c)
+        assert redis_client.zcard(keys.seen) == 16
+        # the digests of forgotten ids are forgotten with them
+        assert redis_client.hlen(keys.sums) == 16
         # Every id, remembered or not, is still recognised as a replay.
         replay = await s.apply(events)
         assert all(x.duplicate for x in replay)
@@ -290,7 +324,7 @@ async def test_every_key_has_a_ttl_and_one_slot(
     ttl_ms = store.settings.customer_ttl_days * 86_400_000
     prefix = store.redis.key_prefix
     found = sorted(k.decode() for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000))
-    assert len(found) == 4 * len(customers)  # state, seen, offers and the sent-offer log
+    assert len(found) == 5 * len(customers)  # state, seen, offers, sums, the sent-offer log
     for key in found:
         assert 0 < redis_client.pttl(key) <= ttl_ms, key
     for c in customers:

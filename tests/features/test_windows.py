@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.events import Click, Feedback, Purchase, PurchaseItem
+from features.events import Click, Feedback, Purchase, PurchaseItem, content_digest
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings
 from features.store import (
@@ -84,21 +84,25 @@ def test_feature_names_order_and_count() -> None:
 
 def test_encode_records() -> None:
     out: list[object] = []
-    _encode(Click("e1", "c", "s", T0, "add_to_cart", "i", "shoes", price=9.5), None, out)
-    assert out == ["e1", "c", T0, "s", "add_to_cart", 9.5, "", 1, "shoes", 3.0]
+    e1 = Click("e1", "c", "s", T0, "add_to_cart", "i", "shoes", price=9.5)
+    _encode(e1, None, out)
+    assert out == ["e1", "c", T0, "s", "add_to_cart", 9.5, "", content_digest(e1), 1, "shoes", 3.0]
     out = []
     items = (
         PurchaseItem("i1", "hats", 5.0, 1),
         PurchaseItem("i2", "shoes", 20.0, 2),
         PurchaseItem("i3", "hats", 1.0, 1),
     )
-    _encode(Purchase("e2", "c", None, T0, "o", items, 46.0, "EUR"), None, out)
+    e2 = Purchase("e2", "c", None, T0, "o", items, 46.0, "EUR")
+    _encode(e2, None, out)
     # The most valuable line's category comes first (it is the event's own category).
     w = PURCHASE_LINE_WEIGHT
-    assert out == ["e2", "p", T0, "", "", 46.0, "", 2, "shoes", w, "hats", 2 * w]
+    digest = content_digest(e2)
+    assert out == ["e2", "p", T0, "", "", 46.0, "", digest, 2, "shoes", w, "hats", 2 * w]
     out = []
-    _encode(Feedback("e3", "c", T0, "survey", rating=None), -0.25, out)
-    assert out == ["e3", "f", T0, "", "", "", -0.25, 0]
+    e3 = Feedback("e3", "c", T0, "survey", rating=None)
+    _encode(e3, -0.25, out)
+    assert out == ["e3", "f", T0, "", "", "", -0.25, content_digest(e3), 0]
 
 
 def test_scripts_bake_in_the_settings() -> None:
@@ -113,7 +117,12 @@ def test_scripts_bake_in_the_settings() -> None:
 
 def test_customer_key_uses_a_hash_tag() -> None:
     assert customer_key("ss", "c42", "state") == "ss:{c42}:state"
-    assert CustomerKeys.of("p", "a}b").all == ("p:{a}b}:state", "p:{a}b}:seen", "p:{a}b}:offers")
+    assert CustomerKeys.of("p", "a}b").all == (
+        "p:{a}b}:state",
+        "p:{a}b}:seen",
+        "p:{a}b}:offers",
+        "p:{a}b}:sums",
+    )
     with pytest.raises(ValueError, match="brace-free"):
         customer_key("s{s", "c", "state")
     with pytest.raises(ValueError, match="customer_id"):

@@ -379,12 +379,12 @@ class Outputs:
         not an input event (alerts raised by the timer for cart abandonment included)."""
         errors = []
         for x in self.offers:
-            if x["offer_event_id"] != offer_event_id(x["trigger_event_id"]):
+            if x["offer_event_id"] != offer_event_id(x["customer_id"], x["trigger_event_id"]):
                 errors.append(f"offer id {x['offer_event_id']} not derived from its trigger")
             if x["trigger_event_id"] not in truth.event_ids:
                 errors.append(f"offer trigger {x['trigger_event_id']} is no input event")
         for x in self.alerts:
-            if x["alert_id"] != alert_id(x["trigger_event_id"], x["type"]):
+            if x["alert_id"] != alert_id(x["customer_id"], x["trigger_event_id"], x["type"]):
                 errors.append(f"alert id {x['alert_id']} not derived from its trigger")
             if x["trigger_event_id"] not in truth.event_ids:
                 errors.append(f"alert trigger {x['trigger_event_id']} is no input event")

@@ -59,7 +59,7 @@ def test_negative_feedback_severity(
     assert alert is not None
     assert (alert.type, alert.severity) == ("negative_feedback", severity)
     assert alert.score == pytest.approx(score)
-    assert alert.alert_id == alert_id("f1", "negative_feedback")
+    assert alert.alert_id == alert_id("c1", "f1", "negative_feedback")
     assert (alert.customer_id, alert.trigger_event_id, alert.ts) == ("c1", "f1", TS)
     assert alert.details == {"rating": rating, "sentiment": sentiment, "channel": "review"}
 
@@ -87,7 +87,7 @@ def test_high_value_intent_on_big_cart(rules: AlertRules) -> None:
     assert alert is not None
     assert (alert.type, alert.severity, alert.score) == ("high_value_intent", "medium", 0.8)
     assert alert.details["cart_value"] == 250.0 and alert.details["intent_purchase"] is None
-    assert alert.alert_id == alert_id("e1", "high_value_intent")
+    assert alert.alert_id == alert_id("c1", "e1", "high_value_intent")
 
 
 def test_high_value_intent_on_confident_purchase_intent(rules: AlertRules) -> None:
@@ -147,7 +147,7 @@ def test_cart_abandonment_alert(rules: AlertRules) -> None:
     assert late.details == {"cart_value": 250.0, "early": False, "abandon_prob": None}
     early = rules.cart_abandonment(DueCart("c1", "e1", 40.0, TS), abandon_prob=0.9)
     assert (early.severity, early.score, early.details["early"]) == ("medium", 0.9, True)
-    assert early.alert_id == late.alert_id == alert_id("e1", "cart_abandonment")
+    assert early.alert_id == late.alert_id == alert_id("c1", "e1", "cart_abandonment")
 
 
 # -- ids ------------------------------------------------------------------------------------------
@@ -155,16 +155,25 @@ def test_cart_abandonment_alert(rules: AlertRules) -> None:
 
 def test_ids_are_stable_distinct_and_32_hex() -> None:
     ids = [
-        offer_event_id("e1"),
-        alert_id("e1", "negative_feedback"),
-        alert_id("e1", "cart_abandonment"),
-        alert_id("e2", "negative_feedback"),
+        offer_event_id("c1", "e1"),
+        offer_event_id("c2", "e1"),
+        offer_event_id("c1", "e2"),
+        alert_id("c1", "e1", "negative_feedback"),
+        alert_id("c2", "e1", "negative_feedback"),
+        alert_id("c1", "e1", "cart_abandonment"),
+        alert_id("c1", "e2", "negative_feedback"),
     ]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     # Pinned: ids must not change between releases, or replays after an upgrade duplicate.
-    assert offer_event_id("e1") == "824465dda3d679a06713108a5d231af3"
-    assert alert_id("e1", "negative_feedback") == alert_id("e1", "negative_feedback")
+    assert offer_event_id("c1", "e1") == "e7becf14d4ee355bf426004894599db0"
+    assert alert_id("c1", "e1", "negative_feedback") == alert_id("c1", "e1", "negative_feedback")
+
+
+def test_ids_tell_customers_apart_whose_ids_concatenate_alike() -> None:
+    """("c1", "2e") and ("c12", "e") must not share an input to the hash."""
+    assert offer_event_id("c1", "2e") != offer_event_id("c12", "e")
+    assert alert_id("c1", "2e", "anomaly") != alert_id("c12", "e", "anomaly")
 
 
 def test_replayed_feedback_gives_an_equal_alert(rules: AlertRules) -> None:

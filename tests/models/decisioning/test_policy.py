@@ -253,7 +253,7 @@ def test_reasons_and_fields() -> None:
         "segment:3",
         "top_feature:carts_1h",
     )
-    assert d.offer_event_id == offer_event_id("ev-9")
+    assert d.offer_event_id == offer_event_id("c7", "ev-9")
     assert (d.customer_id, d.trigger_event_id, d.ts, d.segment) == ("c7", "ev-9", TS, 3)
     assert (d.offer_kind, d.propensity, d.model_version) == ("discount", 0.5, "v1")
     assert d.intent == intent and d.intent is not intent  # a copy: the caller may reuse its dict
