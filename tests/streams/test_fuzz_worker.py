@@ -1,4 +1,5 @@
-"""Hostile input through a real worker: hypothesis-generated malformed records among valid ones.
+"""Hostile input through a real worker: hypothesis-generated malformed records among valid ones,
+then 10,000 hostile records at the Kafka edge.
 
 Every generated record breaks the contract in one way (bad UTF-8, deep nesting, huge strings,
 NaN/Infinity, wrong types, missing keys, far-future or pre-2000 timestamps, another topic's
@@ -6,20 +7,29 @@ payload, null values); each carries a unique record key ``bad-<i>`` so its dead 
 matched. Valid simulated events (some sent twice: duplicate ids) are interleaved. Checks: every
 malformed record is in ``dead-letters`` exactly once with a reason, the features equal the
 ground truth of the valid events (duplicates counted once), and the worker's RSS stays bounded.
+
+The second test adds what only a Kafka client can send or an app can get wrong: tombstones, null
+keys, headers, records near the broker's maximum size, customer ids made of braces, 23-digit and
+1e300 numbers, invalid UTF-8, and events that reuse a customer's event id with other content.
+Dead letters are matched to hostile records by payload SHA-256 (null keys carry no marker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -288,4 +298,173 @@ def test_fuzzed_malformed_records_all_dead_lettered_valid_all_scored(
     assert cmp.lost == cmp.doubled == cmp.customers_wrong == 0, (
         f"{cmp.summary()}; {cmp.example}; {numbers}"
     )
+    assert sampler.peak < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
+
+
+# A hostile or valid record at the Kafka edge: (topic, key, value, headers).
+Edge = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def _produce_edge(bootstrap: str, records: list[Edge]) -> dict[TopicPartition, int]:
+    """Send records in order, with their headers; the next offset of every partition written."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * 2**20
+    )
+    await producer.start()
+    ends: dict[TopicPartition, int] = {}
+    try:
+        futures = [await producer.send(t, v, key=k, headers=h or None) for t, k, v, h in records]
+        for md in await asyncio.gather(*futures):
+            tp = TopicPartition(md.topic, md.partition)
+            ends[tp] = max(ends.get(tp, 0), md.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+def _edge_hostile(rng: random.Random, n: int) -> list[tuple[str, bytes | None, bytes | None]]:
+    """``n`` hostile (kind, key, value) records of the kinds only the Kafka edge shows."""
+    out: list[tuple[str, bytes | None, bytes | None]] = []
+    kinds = ("clicks", "purchases", "feedback")
+    for i in range(n):
+        what = i % 6
+        kind = kinds[i % 3]
+        key: bytes | None = f"edge-{i}".encode()
+        if what == 0:  # a tombstone (aiokafka sends none without a key)
+            value: bytes | None = None
+        elif what == 1:  # no key, and bytes that are not JSON (or not UTF-8)
+            key, value = None, rng.randbytes(rng.randrange(1, 300))
+        elif what == 2:  # a customer id made of braces: it would break the hash tag
+            kind, cid = "clicks", rng.choice(["{}", "}", "{", "}{", "{{}}", "a{b}", "{c1}", "}x"])
+            value = orjson.dumps({**_CLICK, "event_id": f"edge-{i}", "customer_id": cid})
+        elif what == 3:  # huge numbers
+            kind = "purchases"
+            raw = orjson.dumps({**_PURCHASE, "event_id": f"edge-{i}"})
+            value = rng.choice(
+                [
+                    raw.replace(b'"total":9.5', b'"total":1e300'),
+                    raw.replace(b'"total":9.5', b'"total":123456789012345678901234'),
+                    raw.replace(b'"quantity":1', b'"quantity":1000000000000000000000000000000'),
+                    raw.replace(f'"edge-{i}"'.encode(), b"12345678901234567890123"),
+                    orjson.dumps({**_PURCHASE, "event_id": f"edge-{i}", "ts": 1e20}),
+                ]
+            )
+        elif what == 4:  # invalid UTF-8 inside otherwise valid JSON
+            kind = "feedback"
+            raw = orjson.dumps({**_FEEDBACK, "event_id": f"edge-{i}", "text": "TEXT"})
+            value = raw.replace(b"TEXT", b"ok \xff" + rng.choice([b"", b"\xc3(", b"\xed\xa0\x80"]))
+        else:  # deeply nested JSON, past the parser's limit
+            depth = rng.randrange(1_100, 2_600)  # under the 16 KB payload limit
+            value = b'{"a":' * depth + b"1" + b"}" * depth
+        out.append((kind, key, value))
+    return out
+
+
+@pytest.mark.timeout(420)
+def test_ten_thousand_hostile_records_at_the_kafka_edge(
+    worker_factory: Any, tmp_path: Path
+) -> None:
+    w = worker_factory()
+    env = w.env
+    topic = {
+        "clicks": env["STREAMSCORE_TOPICS__CLICKS"],
+        "purchases": env["STREAMSCORE_TOPICS__PURCHASES"],
+        "feedback": env["STREAMSCORE_TOPICS__FEEDBACK"],
+    }
+    rng = random.Random(71)
+    sim, truth = simulate(env, 3_000, seed=71, customers=200)
+    # the valid events: a tenth without a key, a tenth with headers, a tenth with event ids
+    # made of braces (allowed: only customer ids are hash tags)
+    valid: list[Edge] = []
+    for n, (t, k, v) in enumerate(sim):
+        if n % 10 == 3:
+            valid.append((t, None, v, []))
+        elif n % 10 == 5:
+            junk = [("trace", rng.randbytes(16)), ("", b""), ("x" * 200, b"\xff\x00")]
+            valid.append((t, k, v, junk))
+        elif n % 10 == 7:
+            doc = orjson.loads(v)
+            valid.append((t, k, orjson.dumps({**doc, "event_id": "{" + doc["event_id"] + "}"}), []))
+        else:
+            valid.append((t, k, v, []))
+    hostile: list[Edge] = []
+    for kind, raw in _generate(4_000):
+        hostile.append((topic[kind], f"bad-{len(hostile)}".encode(), raw, []))
+    for kind, key, raw in _edge_hostile(rng, 5_492):
+        headers = [("h", rng.randbytes(8))] if len(hostile) % 7 == 0 else []
+        hostile.append((topic[kind], key, raw, headers))
+    for i in range(8):  # near the broker's request limit: 0.9 MB, 55x the payload limit
+        big = orjson.dumps({**_CLICK, "event_id": f"big-{i}", "pad": "p" * 900_000})
+        hostile.append((topic["clicks"], f"big-{i}".encode(), big, []))
+    stream = list(valid)
+    for rec in hostile:
+        stream.insert(rng.randrange(len(stream) + 1), rec)
+    # events that reuse a customer's event id with other content, each after the event it
+    # contradicts (same key, so same partition, so read after it)
+    at = {id(r): i for i, r in enumerate(stream)}
+    originals = rng.sample([r for r in valid if r[1] is not None], 500)
+    conflicts: list[Edge] = []
+    for i in sorted((at[id(r)] for r in originals), reverse=True):
+        t, k, v, _ = stream[i]
+        doc = orjson.loads(v)
+        if "action" in doc:
+            other = {**doc, "category": doc["category"] + "-other"}
+        elif "items" in doc:
+            other = {**doc, "currency": "USD" if doc["currency"] != "USD" else "EUR"}
+        else:
+            other = {**doc, "channel": "social" if doc["channel"] != "social" else "survey"}
+        rec: Edge = (t, k, orjson.dumps(other), [])
+        conflicts.append(rec)
+        stream.insert(rng.randrange(i + 1, len(stream) + 1), rec)
+    hostile += conflicts
+    assert len(hostile) == 10_000
+
+    w.wait_ready()
+    assert w.proc is not None
+    base_rss = psutil.Process(w.proc.pid).memory_info().rss
+    sampler = _RssSampler(w.proc.pid)
+    sampler.start()
+    t0 = time.monotonic()
+    ends = asyncio.run(_produce_edge(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], stream))
+    drain_s = wait_drained(env, ends, timeout=300)
+    sampler.stop_flag.set()
+    sampler.join()
+    elapsed = time.monotonic() - t0
+    assert w.proc.poll() is None, f"worker died:\n{w.log()}"
+    starts = w.log_path.read_text(errors="replace").count("pipeline started")
+    stats = w.stats() or {}
+    out = read_outputs(env, quiet_s=2.0, timeout=120.0)
+    sent = Counter(hashlib.sha256(v or b"").hexdigest() for _, _, v, _ in hostile)
+    got_dead = Counter(d["payload_sha256"] for d in out.dead)
+    got = asyncio.run(read_features(env, sorted(truth.features)))
+    cmp = compare_features(truth, got)
+    numbers: dict[str, Any] = {
+        "records_sent": len(stream),
+        "hostile_sent": len(hostile),
+        "valid_sent": len(valid),
+        "conflicts_sent": len(conflicts),
+        "dead_letters": len(out.dead),
+        "hostile_dead_lettered": sum((sent & got_dead).values()),
+        "dead_letters_of_valid": sum((got_dead - sent).values()),
+        "dead_letters_without_reason": sum(not d["reason"] for d in out.dead),
+        "valid_scored": stats.get("valid"),
+        "conflicts_counted": stats.get("conflicts"),
+        "lost": cmp.lost,
+        "double_counted": cmp.doubled,
+        "worker_starts": starts,
+        "rss_mb_base": round(base_rss / 2**20),
+        "rss_mb_peak": round(sampler.peak / 2**20),
+        "seconds": round(elapsed, 1),
+        "drain_wait_s": round(drain_s, 1),
+    }
+    record(tmp_path, "hostile_edge", numbers)
+    assert got_dead == sent, f"dead letters != hostile records: {numbers}"
+    assert numbers["dead_letters_without_reason"] == 0, numbers
+    conflict_reasons = [d for d in out.dead if d["reason"].startswith("duplicate event_id")]
+    assert len(conflict_reasons) == len(conflicts) == stats.get("conflicts"), numbers
+    assert stats.get("valid") == len(valid), f"valid not all scored: {numbers}"
+    assert cmp.lost == cmp.doubled == cmp.customers_wrong == 0, (
+        f"{cmp.summary()}; {cmp.example}; {numbers}"
+    )
+    assert starts == 1, f"the worker restarted: {numbers}"
     assert sampler.peak < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
