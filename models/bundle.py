@@ -27,32 +27,65 @@ bundle that has just been saved or loaded reads ``v<N>+0``, which names exactly 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from models.alerts.anomaly import PurchaseAnomaly
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, settings_key
+from models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    pickled,
+    seal,
+    settings_key,
+    write_atomically,
+)
 from models.decisioning.bandit import LinUCB
 from models.online.propensity import PropensityModel
 from models.online.segments import SegmentModel
 from models.online.sentiment import LexiconSentiment
-from models.online.text import FeedbackText
+from models.online.text import FeedbackText, fold_legacy_state
 from models.settings import AlertSettings, ModelSettings, TextSettings
 from models.shared import SharedState
 
 if TYPE_CHECKING:
     from models.intent.service import IntentService
 
-__all__ = ["ModelBundle", "SharedModels", "new_anomaly"]
+__all__ = ["ModelBundle", "SaveStats", "SharedModels", "new_anomaly"]
 
 logger = logging.getLogger(__name__)
 
 _FILE: Final = re.compile(r"models-(\d{8})\.ckpt")
 # Parts that checkpoints written before them lack.
 _ADDED_LATER: Final = frozenset({"text", "anomaly", "bandit"})
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStats:
+    """The last ``save_async``: seconds in the event loop (pickling), in the writer thread
+    (signing, writing, fsync), in all, and the payload's size."""
+
+    in_loop_s: float
+    write_s: float
+    total_s: float
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    path: Path
+    payload: bytes
+    version: str
+    meta: dict[str, Any]
+    generation: int
+    next_generation: bool
+    updates: int  # learning steps when pickled
+    pickle_s: float
 
 
 class ModelBundle:
@@ -98,6 +131,8 @@ class ModelBundle:
         self.anomaly = new_anomaly(AlertSettings()) if anomaly is None else anomaly
         self.bandit = bandit
         self.keep = keep
+        self.last_save: SaveStats | None = None
+        self._saving = asyncio.Lock()
         self._generation = 0
         self._updates_at_generation = self._updates()
 
@@ -149,8 +184,14 @@ class ModelBundle:
     def to_checkpoint(self, path: Path, *, next_generation: bool = True) -> None:
         """Write the models to ``path`` as the next generation (or as the current one: a
         worker whose generations are the deployment's, ``SharedModels``)."""
+        draft = self._draft(path, next_generation)
+        self._write(draft)
+        self._commit(draft)
+
+    def _draft(self, path: Path, next_generation: bool) -> _Draft:
+        """The models pickled now: a consistent copy (nothing learns while this runs)."""
+        t0 = time.perf_counter()
         generation = self._generation + 1 if next_generation else self._generation
-        version = f"v{generation}+0"
         state = {
             "generation": generation,
             "propensity": self.propensity,
@@ -166,9 +207,34 @@ class ModelBundle:
             "propensity_n_pending": self.propensity.n_pending,
             "segments_n_learned": self.segments.n_learned,
         }
-        save_checkpoint(path, state, key=settings_key(self.settings), version=version, meta=meta)
-        if next_generation:
-            self.adopt(generation)
+        payload = pickled(state)
+        return _Draft(
+            Path(path),
+            payload,
+            f"v{generation}+0",
+            meta,
+            generation,
+            next_generation,
+            self._updates(),
+            time.perf_counter() - t0,
+        )
+
+    def _write(self, draft: _Draft) -> float:
+        """Sign and write ``draft`` (touches only its bytes: safe in a worker thread)."""
+        t0 = time.perf_counter()
+        data = seal(
+            draft.payload, key=settings_key(self.settings), version=draft.version, meta=draft.meta
+        )
+        write_atomically(draft.path, data)
+        logger.info(
+            "checkpoint %s written: version %s, %d bytes", draft.path, draft.version, len(data)
+        )
+        return time.perf_counter() - t0
+
+    def _commit(self, draft: _Draft) -> None:
+        if draft.next_generation:  # the learning since the draft is after this generation
+            self._generation = draft.generation
+            self._updates_at_generation = draft.updates
 
     @classmethod
     def from_checkpoint(cls, path: Path, settings: ModelSettings, *, keep: int = 3) -> ModelBundle:
@@ -189,16 +255,49 @@ class ModelBundle:
     def save(self, directory: Path | None = None, *, next_generation: bool = True) -> Path:
         """Checkpoint into ``directory`` (default: ``settings.checkpoint_dir``); keep the newest.
         ``next_generation=False`` saves as the current generation (``to_checkpoint``)."""
+        draft = self._draft(self._path(directory, next_generation), next_generation)
+        self._write(draft)
+        self._prune(draft.path.parent)
+        self._commit(draft)
+        return draft.path
+
+    async def save_async(
+        self, directory: Path | None = None, *, next_generation: bool = True
+    ) -> Path:
+        """``save`` without stalling the event loop: the models are pickled in the loop
+        (a consistent copy: nothing learns meanwhile), then signed and written, fsync
+        included, in a worker thread; one save at a time. ``last_save`` says how long each
+        part took."""
+        async with self._saving:
+            t0 = time.perf_counter()
+            draft = self._draft(self._path(directory, next_generation), next_generation)
+
+            def write() -> float:
+                took = self._write(draft)
+                self._prune(draft.path.parent)
+                return took
+
+            write_s = await asyncio.to_thread(write)
+            self._commit(draft)
+            self.last_save = SaveStats(
+                in_loop_s=draft.pickle_s,
+                write_s=write_s,
+                total_s=time.perf_counter() - t0,
+                bytes=len(draft.payload),
+            )
+            return draft.path
+
+    def _path(self, directory: Path | None, next_generation: bool) -> Path:
         directory = Path(self.settings.checkpoint_dir if directory is None else directory)
         generation = self._generation + 1 if next_generation else self._generation
-        path = directory / f"models-{generation:08d}.ckpt"
-        self.to_checkpoint(path, next_generation=next_generation)
+        return directory / f"models-{generation:08d}.ckpt"
+
+    def _prune(self, directory: Path) -> None:
         for old in _checkpoints(directory)[self.keep :]:
             try:
                 old.unlink()
             except OSError as exc:
                 logger.warning("cannot delete old checkpoint %s: %s", old, exc)
-        return path
 
     @classmethod
     def load_or_new(
@@ -253,7 +352,9 @@ class SharedModels:
             self.intent.load_shared_state(state)
 
     def settle(self, state: SharedState) -> SharedState:
-        return self.bundle.anomaly.settle_shared_state(state)
+        """The state as published: anomaly masses settled, and the per-token text counts of
+        workers from before hashing folded into the bucket tables."""
+        return fold_legacy_state(self.bundle.anomaly.settle_shared_state(state))
 
     def updates(self) -> int:
         tuned = self.intent.trainer.accepted if self.intent is not None else 0

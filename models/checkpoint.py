@@ -10,6 +10,10 @@ the magic, the header and the payload, and ``load_checkpoint`` checks it with
 ``hmac.compare_digest`` before parsing the header or unpickling anything. Writes are atomic
 (temporary file in the same directory, fsync, ``os.replace``), so a crash leaves the old file.
 
+``save_checkpoint`` is ``pickled`` (the object's bytes: a consistent copy, taken where nothing
+mutates it, e.g. in the event loop), then ``seal`` (hash, sign) and ``write_atomically``, which
+touch only those bytes and may run in another thread (``hashlib`` and file I/O release the GIL).
+
 >>> import tempfile
 >>> from pathlib import Path
 >>> path = Path(tempfile.mkdtemp()) / "m.ckpt"
@@ -47,10 +51,13 @@ __all__ = [
     "MAGIC",
     "CheckpointError",
     "load_checkpoint",
+    "pickled",
     "save_checkpoint",
+    "seal",
     "settings_key",
     "signed_bytes",
     "verified",
+    "write_atomically",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,10 +107,14 @@ def _mac(key: bytes, head: bytes, payload: bytes) -> bytes:
     return mac.digest()
 
 
-def signed_bytes(obj: Any, *, key: bytes, version: str, meta: dict[str, Any]) -> bytes:
-    """``obj`` pickled and signed: the bytes of a checkpoint file (also kept in Redis)."""
+def pickled(obj: Any) -> bytes:
+    """The payload of a checkpoint: ``obj`` pickled (run it where ``obj`` is not changing)."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def seal(payload: bytes, *, key: bytes, version: str, meta: dict[str, Any]) -> bytes:
+    """A pickled payload, signed: the bytes of a checkpoint file. Safe in a worker thread."""
     _check_key(key)
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     now = time.time()
     header = orjson.dumps(
         {
@@ -120,11 +131,24 @@ def signed_bytes(obj: Any, *, key: bytes, version: str, meta: dict[str, Any]) ->
     return head + _mac(key, head, payload) + payload
 
 
+def signed_bytes(obj: Any, *, key: bytes, version: str, meta: dict[str, Any]) -> bytes:
+    """``obj`` pickled and signed: the bytes of a checkpoint file (also kept in Redis)."""
+    _check_key(key)
+    return seal(pickled(obj), key=key, version=version, meta=meta)
+
+
 def save_checkpoint(
     path: Path, obj: Any, *, key: bytes, version: str, meta: dict[str, Any]
 ) -> None:
     """Pickle ``obj`` and write it, signed, to ``path`` atomically."""
     data = signed_bytes(obj, key=key, version=version, meta=meta)
+    write_atomically(path, data)
+    logger.info("checkpoint %s written: version %s, %d bytes", path, version, len(data))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` to ``path``: a temporary file beside it, fsync, rename, fsync the directory.
+    A crash leaves the old file or the new one, never a part. Safe in a worker thread."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -139,7 +163,7 @@ def save_checkpoint(
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    logger.info("checkpoint %s written: version %s, %d bytes", path, version, len(data))
+    logger.debug("%s written: %d bytes", path, len(data))
 
 
 def load_checkpoint(path: Path, *, key: bytes) -> tuple[Any, dict[str, Any]]:

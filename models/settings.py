@@ -26,8 +26,9 @@ class ModelSettings(BaseModel):
     propensity_learning_rate: float = Field(default=0.05, gt=0)
     n_segments: int = Field(default=6, ge=1)
     checkpoint_dir: Path = Path("var/checkpoints")
-    # A save pickles in the event loop: ~0.1 s at 50k pending labels, ~1 s at the 200k cap
-    # (a latency stall), so not too often; shutdown always saves.
+    # A save pickles in the event loop (~60 ms with every model at its cap, mostly the
+    # anomaly detector's 100k customers; `streamscore bench checkpoint`) and signs, writes and
+    # fsyncs in a thread; shutdown always saves.
     checkpoint_every_s: float = Field(default=300.0, gt=0)
     # How often a worker merges its models with the deployment's through Redis (models/sync.py);
     # 0: every worker keeps its own models (the behaviour before one model per deployment).
@@ -148,6 +149,12 @@ class TextSettings(BaseModel):
     # examples, when its best topic has at least this probability.
     topic_min_examples: int = Field(default=30, ge=1)
     topic_min_proba: float = Field(default=0.6, ge=0, le=1)
+    # Both naive Bayes models hash tokens into this many rows (models/online/naive_bayes.py):
+    # their size is fixed (8 bytes x rows x classes: 1 MiB for sentiment, 2.5 MiB for topics at
+    # 65,536) whatever text arrives, and so are checkpoints and shared snapshots. Fewer rows:
+    # more tokens share counts. Every worker of a deployment needs the same value; a checkpoint
+    # keeps the value it was trained with.
+    vocabulary_buckets: int = Field(default=1 << 16, ge=16, le=1 << 22)
 
 
 class AlertSettings(BaseModel):

@@ -21,10 +21,14 @@ event; a worker that dies loses what it learned since its last merge (at most on
 Redis keys, under one hash tag so the compare-and-set runs on one Redis Cluster node:
 ``<prefix>:{models}:snapshot`` (the signed blob, its generation in the header) and
 ``<prefix>:{models}:generation``.
+
+The event loop pickles the merged state (a consistent copy, as nothing learns meanwhile);
+signing it, checking a fetched snapshot's signature and unpickling it run in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -32,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from features.scripts import ScriptStore
-from models.checkpoint import CheckpointError, signed_bytes, verified
+from models.checkpoint import CheckpointError, pickled, seal, verified
 from models.shared import SharedState, merge
 
 __all__ = ["DeploymentModels", "ModelSync"]
@@ -101,16 +105,18 @@ class ModelSync(ScriptStore):
         blob = await self._call(lambda: client.get(self.snapshot_key))
         if not blob:
             return None
-        state, header = verified(blob, key=self._key, source=f"Redis {self.snapshot_key}")
+        # Checking the signature and unpickling touch only the fetched bytes: off the loop.
+        state, header, digest = await asyncio.to_thread(
+            _opened, blob, self._key, f"Redis {self.snapshot_key}"
+        )
         if not isinstance(state, dict):
             raise CheckpointError(f"Redis {self.snapshot_key} does not hold shared models")
         self.snapshot_bytes = len(blob)
-        return int(header["meta"]["generation"]), state, hashlib.sha256(blob).hexdigest()
+        return int(header["meta"]["generation"]), state, digest
 
     async def _publish(self, expected: int, generation: int, state: SharedState) -> int:
-        blob = signed_bytes(
-            state, key=self._key, version=f"v{generation}", meta={"generation": generation}
-        )
+        payload = pickled(state)  # in the loop: a consistent copy; signing it is not
+        blob, digest = await asyncio.to_thread(_sealed, payload, self._key, generation)
         client = self._require()
         sha = self.shas["publish"]
         keys = (self.snapshot_key, self.generation_key)
@@ -119,7 +125,7 @@ class ModelSync(ScriptStore):
         )
         if int(found) == -1:
             self.snapshot_bytes = len(blob)
-            self.digest = hashlib.sha256(blob).hexdigest()
+            self.digest = digest
         return int(found)
 
     async def sync(self, models: DeploymentModels) -> str:
@@ -208,3 +214,15 @@ class ModelSync(ScriptStore):
             "model_sync_ms": round(self.last_ms, 2),
             "model_snapshot_bytes": self.snapshot_bytes,
         }
+
+
+def _sealed(payload: bytes, key: bytes, generation: int) -> tuple[bytes, str]:
+    """The signed snapshot of a pickled state, and its SHA-256 (run in a worker thread)."""
+    blob = seal(payload, key=key, version=f"v{generation}", meta={"generation": generation})
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def _opened(blob: bytes, key: bytes, source: str) -> tuple[Any, dict[str, Any], str]:
+    """A snapshot's state and header, signature checked, and its SHA-256 (in a thread)."""
+    state, header = verified(blob, key=key, source=source)
+    return state, header, hashlib.sha256(blob).hexdigest()

@@ -294,6 +294,16 @@ class Metrics:
             "streamscore_model_labels_learned", "Labels the propensity model learned", registry=r
         )
         self.model = Info("streamscore_model", "Version of the models in use", registry=r)
+        self.checkpoint_seconds = Gauge(
+            "streamscore_checkpoint_seconds",
+            "The last model checkpoint: seconds in the event loop (pickling: how long it stalled"
+            " the loop), in its writer thread (signing, writing, fsync), and in all",
+            ["part"],
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "streamscore_checkpoint_bytes", "Pickled size of the last model checkpoint", registry=r
+        )
         self.redis_retries = Counter(
             "streamscore_redis_retries",
             "Redis operations retried after a transient error",
@@ -389,6 +399,12 @@ class Metrics:
         self.model_log_loss.set(p.log_loss)
         self.model_labels.set(p.n_learned)
         self.model.info({"version": version or models.version})
+        last = models.last_save
+        if last is not None:
+            parts = (("in_loop", last.in_loop_s), ("write", last.write_s), ("total", last.total_s))
+            for part, seconds in parts:
+                self.checkpoint_seconds.labels(part).set(seconds)
+            self.checkpoint_bytes.set(last.bytes)
 
     def update_store(self, store: FeatureStore) -> None:
         retries, failures = store.n_retries, store.n_failures

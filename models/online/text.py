@@ -1,6 +1,6 @@
 """Online text models on feedback text: learned sentiment and topics, English and Chinese.
 
-``TextSentiment`` is a River ``BagOfWords | MultinomialNB`` that learns positive / negative from
+``TextSentiment`` is a bag-of-words multinomial naive Bayes that learns positive / negative from
 the feedback that comes with a star rating (4-5 positive, 1-2 negative, 3 skipped) and scores
 the feedback that comes without one. Its score ``P(pos) - P(neg)`` is blended with the lexicon
 (``models.online.sentiment.LexiconSentiment``): the model's weight grows with the rarer class's
@@ -9,10 +9,16 @@ lexicon and a model that saw only one class never speaks.
 
 ``TopicClassifier`` labels a text delivery, refund, product_quality, billing or other. Keyword
 seeds (English words, Chinese words matched as substrings) vote; a strict winner is the topic,
-and an unambiguous seed match (one topic voted) also teaches a ``BagOfWords | MultinomialNB``,
-which answers for texts the seeds miss once it has seen ``topic_min_examples`` and is at least
+and an unambiguous seed match (one topic voted) also teaches a bag-of-words naive Bayes, which
+answers for texts the seeds miss once it has seen ``topic_min_examples`` and is at least
 ``topic_min_proba`` sure. Both models use ``models.online.sentiment.tokenize`` (Chinese runs
 become characters and bigrams, so they are never tokenised into nothing).
+
+Both naive Bayes models are ``models.online.naive_bayes.HashedNB``: tokens are hashed into
+``TextSettings.vocabulary_buckets`` rows (65,536), so hostile or merely endless text cannot grow
+them: each is a fixed ``buckets x classes`` count table (sentiment 1 MiB, topics 2.5 MiB), and
+the workers' tables still merge exactly. Checkpoints and shared snapshots of the River
+``BagOfWords | MultinomialNB`` they replaced load as the hashed model those counts make.
 
 ``FeedbackText`` is the pair the model bundle checkpoints, plus the reply template.
 
@@ -30,22 +36,30 @@ become characters and bigrams, so they are never tokenised into nothing).
 from __future__ import annotations
 
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from river import feature_extraction, naive_bayes
-from river.compose import Pipeline
+import numpy as np
 
+from models.online.naive_bayes import HashedNB
 from models.online.replies import TOPICS, Language, Topic, detect_language, reply_template
 from models.online.sentiment import LexiconSentiment, tokenize
 from models.settings import TextSettings
-from models.shared import SharedState, counter_of, counts_state, load_counts
+from models.shared import SEP, SharedState, load_counts
 
-__all__ = ["FeedbackInsight", "FeedbackText", "TextSentiment", "TopicClassifier"]
+__all__ = [
+    "FeedbackInsight",
+    "FeedbackText",
+    "TextSentiment",
+    "TopicClassifier",
+    "fold_legacy_state",
+]
 
 TopicSource = Literal["seed", "model", "none"]
+
+_SENTIMENT: Final = (False, True)
 
 _SEEDS: Final[dict[Topic, tuple[frozenset[str], tuple[str, ...]]]] = {
     "delivery": (
@@ -81,28 +95,65 @@ _SEEDS: Final[dict[Topic, tuple[frozenset[str], tuple[str, ...]]]] = {
 }  # fmt: skip
 
 
-def _nb() -> Pipeline:
-    return feature_extraction.BagOfWords(tokenizer=tokenize) | naive_bayes.MultinomialNB(alpha=1.0)
+def _nb(classes: Sequence[Any], buckets: int) -> HashedNB:
+    return HashedNB(classes, buckets, alpha=1.0)
 
 
-def _nb_state(model: Pipeline, prefix: str) -> SharedState:
-    """A naive Bayes' counts (per token and class, per class): sums, so merges are exact."""
-    nb: naive_bayes.MultinomialNB = model["MultinomialNB"]
-    state: SharedState = counts_state(f"{prefix}.tokens", nb.feature_counts)
-    state.update(counts_state(f"{prefix}.classes", {"n": nb.class_counts}))
-    state.update(counts_state(f"{prefix}.totals", {"n": nb.class_totals}))
-    return state
+def _nb_state(nb: HashedNB, prefix: str) -> SharedState:
+    """A naive Bayes' counts (per bucket and class, per class): sums, so merges are exact."""
+    return {f"{prefix}.counts": nb.counts.copy(), f"{prefix}.class_counts": nb.class_counts.copy()}
 
 
-def _load_nb(model: Pipeline, state: Mapping[str, Any], prefix: str) -> None:
-    nb: naive_bayes.MultinomialNB = model["MultinomialNB"]
-    tokens: defaultdict[str, Counter[Any]] = defaultdict(Counter)
-    for token, cls, count in load_counts(state, f"{prefix}.tokens"):
-        if round(count):
-            tokens[token][cls] = round(count)
-    nb.feature_counts = tokens
-    nb.class_counts = counter_of((c, n) for _, c, n in load_counts(state, f"{prefix}.classes"))
-    nb.class_totals = counter_of((c, n) for _, c, n in load_counts(state, f"{prefix}.totals"))
+def _load_nb(nb: HashedNB, state: Mapping[str, Any], prefix: str) -> None:
+    counts = state.get(f"{prefix}.counts")
+    if counts is None:  # nothing shared yet, or only a snapshot of per-token counts
+        nb.load(np.zeros_like(nb.counts), np.zeros_like(nb.class_counts))
+    else:
+        nb.load(counts, state[f"{prefix}.class_counts"])
+    _fold_legacy(nb, state, prefix)
+
+
+def _fold_legacy(nb: HashedNB, state: Mapping[str, Any], prefix: str) -> None:
+    """Add the per-token counts of a snapshot written before hashing (``<prefix>.tokens``)."""
+    if any(name.startswith(f"{prefix}.tokens{SEP}") for name in state):
+        nb.add_token_counts(load_counts(state, f"{prefix}.tokens"))
+        nb.add_class_counts((c, n) for _, c, n in load_counts(state, f"{prefix}.classes"))
+
+
+def _legacy_keys(state: Mapping[str, Any], prefix: str) -> list[str]:
+    heads = tuple(f"{prefix}.{table}{SEP}" for table in ("tokens", "classes", "totals"))
+    return [name for name in state if name.startswith(heads)]
+
+
+def _from_river(model: Any, classes: Sequence[Any], buckets: int) -> HashedNB:
+    """A checkpointed River ``BagOfWords | MultinomialNB`` as the hashed model it would be."""
+    nb = _nb(classes, buckets)
+    river_nb = model["MultinomialNB"]
+    nb.add_token_counts(
+        (token, cls, count)
+        for token, by_class in river_nb.feature_counts.items()
+        for cls, count in by_class.items()
+    )
+    nb.add_class_counts(river_nb.class_counts.items())
+    return nb
+
+
+def fold_legacy_state(state: SharedState) -> SharedState:
+    """A shared state with the per-token counts of older workers (before hashing) added into
+    the bucket arrays and dropped: what a worker publishes, so those keys do not live on."""
+    out = dict(state)
+    for prefix, classes in (("text.sentiment", _SENTIMENT), ("text.topics", TOPICS)):
+        legacy = _legacy_keys(out, prefix)
+        if not legacy:
+            continue
+        counts = out.get(f"{prefix}.counts")
+        buckets = len(counts) if counts is not None else TextSettings().vocabulary_buckets
+        nb = _nb(classes, buckets)
+        _load_nb(nb, out, prefix)
+        for name in legacy:
+            del out[name]
+        out.update(_nb_state(nb, prefix))
+    return out
 
 
 class TextSentiment:
@@ -115,6 +166,8 @@ class TextSentiment:
     blend_examples, max_model_weight
         The model's weight is ``min(m / (m + blend_examples), max_model_weight)`` with ``m``
         the rarer class's count of learned examples.
+    buckets
+        Token buckets of the hashed naive Bayes (``TextSettings.vocabulary_buckets``).
     """
 
     def __init__(
@@ -122,12 +175,20 @@ class TextSentiment:
         lexicon: LexiconSentiment | None = None,
         blend_examples: int = 50,
         max_model_weight: float = 0.7,
+        buckets: int = 1 << 16,
     ) -> None:
         self.lexicon = LexiconSentiment() if lexicon is None else lexicon
         self.blend_examples = blend_examples
         self.max_model_weight = max_model_weight
-        self._model = _nb()
+        self.buckets = buckets
+        self._model = _nb(_SENTIMENT, buckets)
         self._counts = {False: 0, True: 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if not isinstance(state.get("_model"), HashedNB):  # a checkpoint from before hashing
+            state["buckets"] = TextSettings().vocabulary_buckets
+            state["_model"] = _from_river(state["_model"], _SENTIMENT, state["buckets"])
+        self.__dict__.update(state)
 
     @property
     def n_learned(self) -> int:
@@ -142,7 +203,7 @@ class TextSentiment:
     # -- the model protocol: x is the text, y True for positive ------------------------
 
     def learn_one(self, x: str, y: bool) -> None:
-        self._model.learn_one(x, bool(y))
+        self._model.learn_one(_bag(x), bool(y))
         self._counts[bool(y)] += 1
 
     def shared_state(self) -> SharedState:
@@ -159,7 +220,7 @@ class TextSentiment:
         }
 
     def predict_proba_one(self, x: str) -> dict[bool, float]:
-        proba = self._model.predict_proba_one(x)
+        proba = self._model.predict_proba_one(_bag(x))
         p = proba.get(True, 0.5) if len(proba) == 2 else 0.5
         return {False: 1.0 - p, True: p}
 
@@ -201,13 +262,24 @@ class TopicClassifier:
         Seed-labelled examples the model needs before it answers on its own.
     min_proba
         The model's best topic needs at least this probability, else the topic is ``other``.
+    buckets
+        Token buckets of the hashed naive Bayes (``TextSettings.vocabulary_buckets``).
     """
 
-    def __init__(self, min_examples: int = 30, min_proba: float = 0.6) -> None:
+    def __init__(
+        self, min_examples: int = 30, min_proba: float = 0.6, buckets: int = 1 << 16
+    ) -> None:
         self.min_examples = min_examples
         self.min_proba = min_proba
-        self._model = _nb()
+        self.buckets = buckets
+        self._model = _nb(TOPICS, buckets)
         self.n_learned = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if not isinstance(state.get("_model"), HashedNB):  # a checkpoint from before hashing
+            state["buckets"] = TextSettings().vocabulary_buckets
+            state["_model"] = _from_river(state["_model"], TOPICS, state["buckets"])
+        self.__dict__.update(state)
 
     @staticmethod
     def seed_votes(text: str) -> dict[Topic, int]:
@@ -232,7 +304,7 @@ class TopicClassifier:
                 best = max(votes, key=votes.__getitem__)
                 return best, ranked[0] / sum(ranked), "seed"
         if self.n_learned >= self.min_examples:
-            proba = self._model.predict_proba_one(text)
+            proba = self._model.predict_proba_one(_bag(text))
             if proba:
                 topic = max(proba, key=proba.__getitem__)
                 if proba[topic] >= self.min_proba and topic in TOPICS:
@@ -240,11 +312,11 @@ class TopicClassifier:
         return "other", 0.0, "none"
 
     def learn_one(self, x: str, y: Topic) -> None:
-        self._model.learn_one(x, y)
+        self._model.learn_one(_bag(x), y)
         self.n_learned += 1
 
     def predict_proba_one(self, x: str) -> dict[str, float]:
-        return self._model.predict_proba_one(x)
+        return {str(c): p for c, p in self._model.predict_proba_one(_bag(x)).items()}
 
     def shared_state(self) -> SharedState:
         state = _nb_state(self._model, "text.topics")
@@ -272,6 +344,16 @@ class TopicClassifier:
         (topic,) = votes
         self.learn_one(text, topic)
         return True
+
+
+def _bag(text: str) -> Counter[str]:
+    """Token counts of ``text``, as River's ``BagOfWords(tokenizer=tokenize)`` counts them
+    (accents stripped first), so a checkpoint of the River model converts exactly."""
+    if not text.isascii():
+        text = "".join(
+            c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+        )
+    return Counter(tokenize(text.lower()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +387,9 @@ class FeedbackText:
         lexicon: LexiconSentiment | None = None,
     ) -> None:
         s = TextSettings() if settings is None else settings
-        self.sentiment = TextSentiment(lexicon, s.blend_examples, s.max_model_weight)
-        self.topics = TopicClassifier(s.topic_min_examples, s.topic_min_proba)
+        buckets = s.vocabulary_buckets
+        self.sentiment = TextSentiment(lexicon, s.blend_examples, s.max_model_weight, buckets)
+        self.topics = TopicClassifier(s.topic_min_examples, s.topic_min_proba, buckets)
 
     @property
     def n_learned(self) -> int:

@@ -77,3 +77,13 @@ def test_learning_quick(tmp_path: Path) -> None:
         assert r["labels"] > 0 and 0.0 <= r["auc"] <= 1.0
         assert r["segment_agreement_within"] == 1.0, "every worker gives the same segment id"
         assert len(r["model_versions"]) == 1, "one model lineage per deployment"
+
+
+def test_checkpoint_stall_quick(tmp_path: Path) -> None:
+    assert bench_main(["checkpoint", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "checkpoint_stall")
+    assert (tmp_path / "checkpoint_stall.png").stat().st_size > 0
+    rows = {r["mode"]: r for r in doc["results"]}
+    assert rows["checkpoint, off the loop (now)"]["bytes"] > 0
+    assert rows["share: one publish round (now)"]["bytes"] > 0
+    assert doc["checkpoint_in_loop_ms_now"] is not None

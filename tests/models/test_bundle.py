@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -134,3 +135,26 @@ def test_checkpoint_written_before_the_package_split_still_loads(tmp_path: Path)
     assert loaded.propensity.n_pending == expected["n_pending"]
     assert loaded.text.n_learned == expected["text_n_learned"]
     assert loaded.version == expected["version"]
+
+
+async def test_a_checkpoint_written_in_a_thread_is_the_models_as_they_were_when_it_began(
+    tmp_path: Path,
+) -> None:
+    """``save_async`` pickles in the loop and writes in a thread: what is learned while the
+    file is written is not in it (no torn checkpoint) and counts as learned since."""
+    bundle = _trained()
+    bundle.text.learn("parcel never arrived, awful", 1)
+    before = (bundle.text.n_learned, bundle.segments.n_learned)
+    saving = asyncio.ensure_future(bundle.save_async(tmp_path))
+    await asyncio.sleep(0)  # the save has pickled the models and handed the write to a thread
+    for i in range(30):
+        bundle.text.learn(f"great fast delivery {i}", 5)
+        bundle.segments.assign({"spend_30d": float(i)})
+    path = await saving
+    loaded = ModelBundle.from_checkpoint(path, SETTINGS)
+    assert (loaded.text.n_learned, loaded.segments.n_learned) == before
+    # learned while the file was written: 30 x (sentiment, topic, segment)
+    assert loaded.version == "v1+0" and bundle.version == "v1+90"
+    assert bundle.last_save is not None and bundle.last_save.bytes > 0
+    # and the next one follows it
+    assert (await bundle.save_async(tmp_path)).name == "models-00000002.ckpt"

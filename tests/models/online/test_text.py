@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import random
+import string
 
 import pytest
 
 from models.online.replies import detect_language, reply_template
 from models.online.text import FeedbackText, TextSentiment, TopicClassifier
+from models.settings import TextSettings
 
 NEG = ["the zipper jammed on day one", "stitching came apart", "拉链第一天就卡住了", "线头全开了"]
 POS = ["the zipper glides smoothly", "stitching is neat", "拉链很顺滑", "线头整齐"]
@@ -88,3 +90,33 @@ def test_reply_templates_follow_topic_and_language() -> None:
     assert detect_language("") == "en" and reply_template("delivery", "zh") != reply_template(
         "delivery", "en"
     )
+
+
+def _random_text(rng: random.Random, words: int = 20) -> str:
+    return " ".join(
+        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(5, 9))) for _ in range(words)
+    )
+
+
+def test_a_flood_of_random_text_leaves_the_model_size_fixed() -> None:
+    """Hostile text (the issue: 2,000 feedbacks of random words made a 39 MB model): the
+    pickled models are as large after 20,000 random feedbacks as after 2,000 (the River
+    models grew from 1 MB to 9.8 MB), no larger than their count tables; they still score."""
+    buckets = 4096
+    text = FeedbackText(TextSettings(vocabulary_buckets=buckets))
+    rng = random.Random(3)
+    for _ in range(100):
+        text.learn(rng.choice(NEG), 1)
+        text.learn(rng.choice(POS), 5)
+    sizes = {}
+    for n in range(1, 20_001):
+        # a random rating, and a delivery seed word now and then: both models learn
+        extra = " parcel" if n % 10 == 0 else ""
+        text.learn(_random_text(rng) + extra, rng.choice([1, 2, 4, 5]))
+        if n in (2_000, 20_000):
+            sizes[n] = len(pickle.dumps(text, protocol=pickle.HIGHEST_PROTOCOL))
+    tables = 8 * buckets * (2 + 5)  # int64 counts: sentiment 2 classes, topics 5
+    assert max(sizes.values()) <= tables + 16_384, sizes
+    assert sizes[20_000] - sizes[2_000] <= 16, sizes  # the counters' own digits, no more
+    assert text.sentiment.n_learned == 20_200 and text.topics.n_learned >= 2_000
+    assert -1.0 <= (text.score("great fast", None) or 0.0) <= 1.0
