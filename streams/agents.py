@@ -212,6 +212,7 @@ class Pipeline:
         self._busy = False
         self._started = False
         self._last_checkpoint = time.monotonic()
+        self._checkpointing: asyncio.Future[None] | None = None  # the one being written
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "records",
@@ -291,7 +292,7 @@ class Pipeline:
         except TimeoutError:
             logger.warning("models not merged on shutdown: Redis did not answer in 5 s")
         finally:  # also when the stop cancels the merge: the file keeps what was learned
-            self.checkpoint()
+            await self._checkpoint_on_close()
         await self.store.close()
         self._started = False
 
@@ -359,10 +360,38 @@ class Pipeline:
         }
 
     def checkpoint(self) -> None:
-        if self.models is not None:
-            # With shared models the generation is the deployment's: the file keeps it.
+        """Start a checkpoint unless one is being written: the models are pickled in the loop
+        (a consistent copy), then signed and written in a thread (``ModelBundle.save_async``),
+        so the loop stalls only for the pickling. A failed write is logged; the timer retries."""
+        if self.models is None or (
+            self._checkpointing is not None and not self._checkpointing.done()
+        ):
+            return
+        self._last_checkpoint = time.monotonic()
+        self._checkpointing = asyncio.ensure_future(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        if self.models is None:
+            return
+        try:  # with shared models the generation is the deployment's: the file keeps it
+            await self.models.save_async(
+                self.settings.models.checkpoint_dir, next_generation=self.sync is None
+            )
+        except OSError as exc:
+            logger.error("models not checkpointed (the timer retries): %s", exc)
+
+    async def _checkpoint_on_close(self) -> None:
+        """The last checkpoint: after the one being written, if any. If the stop cancels
+        this, the models are written in the loop, as the worker is going anyway."""
+        if self.models is None:
+            return
+        try:
+            if self._checkpointing is not None:
+                await asyncio.wait([self._checkpointing])
+            await self._checkpoint()
+        except asyncio.CancelledError:
             self.models.save(self.settings.models.checkpoint_dir, next_generation=self.sync is None)
-            self._last_checkpoint = time.monotonic()
+            raise
 
     # -- the batch ------------------------------------------------------------------------
 
