@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -196,6 +197,29 @@ async def test_a_snapshot_signed_with_another_key_is_refused(any_redis: Redis, p
     other = await sync_of(any_redis, prefix, key=b"another key")
     with pytest.raises(CheckpointError, match="bad signature"):
         await other.sync(bundle())
+
+
+async def test_the_snapshot_is_stored_deflated_and_an_older_plain_one_still_loads(
+    any_redis: Redis, prefix: str
+) -> None:
+    a = bundle()
+    sa = await sync_of(any_redis, prefix)
+    await sa.sync(a)
+    learn(a, outcomes(50, 12), feedback(50, 13))
+    await sa.sync(a)
+    blob = await any_redis.get(sa.snapshot_key)
+    assert blob is not None and blob.startswith(b"SSZLIB01")
+    plain = zlib.decompress(blob[8:])
+    # the hashed text tables are mostly zeros: a few MB pickled, a small fraction stored
+    assert len(blob) < len(plain) / 10, (len(blob), len(plain))
+    print(f"snapshot {len(plain)} bytes pickled, {len(blob)} stored")
+    await any_redis.set(sa.snapshot_key, plain)  # as a worker before deflating wrote it
+    fresh = bundle()
+    assert await (await sync_of(any_redis, prefix)).sync(fresh) == "adopted"
+    assert fresh.bundle.bandit is not None and fresh.bundle.bandit.n_learned == 50
+    await any_redis.set(sa.snapshot_key, b"SSZLIB01" + b"not deflate")
+    with pytest.raises(CheckpointError, match="not a readable snapshot"):
+        await (await sync_of(any_redis, prefix)).sync(bundle())
 
 
 def test_bandit_state_names_arms_and_restores_a_inverse() -> None:
