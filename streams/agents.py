@@ -29,6 +29,7 @@ import base64
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -311,8 +312,11 @@ class Pipeline:
         doc: dict[str, Any] = {"ready": self._started, **self.counters}
         if self.models is not None:
             doc["model_version"] = self.models.version
-            doc["propensity_auc"] = self.models.propensity.auc
-            doc["propensity_log_loss"] = self.models.propensity.log_loss
+            # None until a label predicted by a model that had learned resolves ("learning")
+            scored = self.models.propensity.n_scored > 0
+            doc["propensity_auc"] = self.models.propensity.auc if scored else None
+            doc["propensity_log_loss"] = self.models.propensity.log_loss if scored else None
+            doc["labels_scored"] = self.models.propensity.n_scored
             doc["labels_learned"] = self.models.propensity.n_learned
             doc["feedback_learned"] = self.models.text.sentiment.n_learned
         if self.sync is not None:
@@ -625,8 +629,13 @@ class Pipeline:
         clicked = [(e, r) for e, r in zip(valid, results, strict=True) if isinstance(e, Click)]
         scored = models.propensity.predict_clicks([r.features for _, r in clicked])
         propensities = {e.event_id: p for (e, _), (p, _) in zip(clicked, scored, strict=True)}
+        # a prediction made before any learning (0.5 for all) is kept out of the AUC: NaN
+        trained = models.propensity.trained
         pending = [
-            (partitions[e.customer_id], PendingClick(e.event_id, e.customer_id, e.ts, p, x))
+            (
+                partitions[e.customer_id],
+                PendingClick(e.event_id, e.customer_id, e.ts, p if trained else math.nan, x),
+            )
             for (e, _), (p, x) in zip(clicked, scored, strict=True)
         ]
         buys = [

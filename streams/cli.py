@@ -343,13 +343,11 @@ async def _demo_loop(
                 first_seen = (now, processed)
             eps = (processed - last_valid) / (now - last_t)
             last_valid, last_t = processed, now
-            auc = stats.get("propensity_auc")
             c = watcher.counts
             out.write(
                 f"[{now - started:5.0f}s] sent {sent:>7}  processed {processed:>7} "
                 f"({eps:6.0f}/s)  offers {c['offers']:>6}  alerts {c['alerts']:>5}  "
-                f"dead letters {c['dead_letters']:>4}  AUC "
-                f"{auc if isinstance(auc, float) else float('nan'):.3f}"
+                f"dead letters {c['dead_letters']:>4}  AUC {_auc(stats)}"
                 f"{'' if stats.get('ready') else '  (worker starting...)'}\n"
             )
             if watcher.samples and int(now - started) % 10 < 2:
@@ -365,18 +363,24 @@ async def _demo_loop(
     c = watcher.counts
     if first_seen is not None and last_t > first_seen[0]:
         sustained = (last_valid - first_seen[1]) / (last_t - first_seen[0])
-        auc = stats.get("propensity_auc")
         out.write(
             f"summary: worker sustained {sustained:.0f} events/s (offered {args.rate:.0f}/s); "
-            f"propensity progressive ROC AUC "
-            f"{auc if isinstance(auc, float) else float('nan'):.3f} over "
-            f"{stats.get('labels_learned', 0)} resolved labels; "
+            f"propensity progressive ROC AUC {_auc(stats)} over "
+            f"{stats.get('labels_scored', 0)} of {stats.get('labels_learned', 0)} resolved "
+            "labels (those predicted after the model had learned); "
             f"model {stats.get('model_version')}\n"
         )
     out.write(
         f"done: sent {sent} events; offers {c['offers']}, alerts {dict(watcher.alert_types)}, "
         f"dead letters {c['dead_letters']} {dict(watcher.dead_reasons.most_common(3))}\n"
     )
+
+
+def _auc(stats: dict[str, object]) -> str:
+    """The propensity AUC for the demo's lines: "learning" until the worker reports one (the
+    first labels to resolve were predicted by an untrained model, 0.5 for every click)."""
+    auc = stats.get("propensity_auc")
+    return f"{auc:.3f}" if isinstance(auc, float) else "learning"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ no locking.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -395,8 +396,9 @@ class Metrics:
         if models is None:
             return
         p = models.propensity
-        self.model_auc.set(p.auc)
-        self.model_log_loss.set(p.log_loss)
+        scored = p.n_scored > 0  # NaN until a label of a trained prediction resolves
+        self.model_auc.set(p.auc if scored else math.nan)
+        self.model_log_loss.set(p.log_loss if scored else math.nan)
         self.model_labels.set(p.n_learned)
         self.model.info({"version": version or models.version})
         last = models.last_save

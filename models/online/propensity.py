@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from array import array
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 ClickItem = tuple[str, str, float, Mapping[str, float]]
 """``(customer_id, event_id, ts, features)``, as taken by ``score_clicks``."""
+
+
+def _given(proba: float) -> float:
+    """The probability a pending click was given: NaN stands for the untrained model's 0.5
+    (no weights, intercept 0)."""
+    return 0.5 if math.isnan(proba) else proba
 
 
 class _Pending(NamedTuple):
@@ -113,6 +120,7 @@ class PropensityModel:
         self._auc = metrics.RollingROCAUC(window_size=auc_window)
         self._log_loss = metrics.LogLoss()
         self._n_learned = 0
+        self._n_scored = 0  # labels whose click-time prediction the metrics count
         self._n_dropped = 0
         self._n_duplicates = 0
         self._params: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
@@ -157,7 +165,7 @@ class PropensityModel:
         pending = self._pending.get(event_id)
         if pending is not None:
             self._n_duplicates += 1
-            return pending.proba
+            return _given(pending.proba)
         inputs = model_inputs(x)
         p = self._proba_one(inputs)
         if event_id in self._seen:
@@ -179,7 +187,7 @@ class PropensityModel:
         for i, (_, event_id, _, x) in enumerate(items):
             pending = self._pending.get(event_id)
             if pending is not None:
-                out[i] = pending.proba
+                out[i] = _given(pending.proba)
                 self._n_duplicates += 1
                 continue
             inp = model_inputs(x)
@@ -202,6 +210,12 @@ class PropensityModel:
                 self._remember(customer_id, event_id, ts, p, inp)
         return out
 
+    @property
+    def trained(self) -> bool:
+        """True once the model (this worker's or the deployment's) has learned a label: its
+        predictions before that are the prior, 0.5 for every click, and say nothing."""
+        return self._n_learned > 0
+
     def predict_clicks(self, X: Sequence[Mapping[str, float]]) -> list[tuple[float, bytes]]:
         """Purchase probability and packed model inputs of each click, one matrix product,
         remembering nothing: for callers that keep the pending labels themselves
@@ -213,7 +227,8 @@ class PropensityModel:
 
     def learn_label(self, x: bytes, proba: float, y: bool) -> None:
         """Learn a resolved click from its packed inputs (``predict_clicks``); ``proba``, the
-        prediction made at click time, updates the progressive-validation metrics first."""
+        prediction made at click time, updates the progressive-validation metrics first,
+        unless it is NaN: the caller's mark for a prediction made before any learning."""
         self._resolve(_Pending("", 0.0, proba, x), y)
 
     def contributions(self, x: Mapping[str, float], k: int = 3) -> list[tuple[str, float]]:
@@ -279,6 +294,11 @@ class PropensityModel:
     def auc(self) -> float:
         """Exact ROC AUC of click-time predictions over the last ``auc_window`` labels."""
         return float(self._auc.get())
+
+    @property
+    def n_scored(self) -> int:
+        """Labels in ``auc`` and ``log_loss``: those predicted after the model had learned."""
+        return self._n_scored
 
     @property
     def log_loss(self) -> float:
@@ -369,6 +389,8 @@ class PropensityModel:
         event_ids, customers, ts, probas, xs = state.pop("_pending")
         self.__dict__.update(state)
         self.__dict__.setdefault("_positive", set())
+        # checkpoints from before n_scored: their metrics counted every label
+        self.__dict__.setdefault("_n_scored", self._n_learned)
         self._seen = OrderedDict.fromkeys(state["_seen"])
         self._params = None
         width = len(FEATURE_NAMES) * array("d").itemsize
@@ -423,8 +445,9 @@ class PropensityModel:
                     self._n_dropped,
                     self.max_pending,
                 )
+        # NaN marks a prediction made before any learning: left out of the metrics
         self._pending[event_id] = _Pending(
-            customer_id, ts, p, array("d", inputs.values()).tobytes()
+            customer_id, ts, p if self.trained else math.nan, array("d", inputs.values()).tobytes()
         )
         self._by_customer.setdefault(customer_id, []).append(event_id)
         heapq.heappush(self._deadlines, (ts + self._horizon_s, event_id))
@@ -452,6 +475,8 @@ class PropensityModel:
             del self._by_customer[customer_id]
 
     def _resolve(self, pending: _Pending, y: bool) -> None:
-        self._auc.update(y, pending.proba)
-        self._log_loss.update(y, pending.proba)
+        if pending.proba == pending.proba:  # not NaN: a prediction of a model that had learned
+            self._auc.update(y, pending.proba)
+            self._log_loss.update(y, pending.proba)
+            self._n_scored += 1
         self._learn(dict(zip(FEATURE_NAMES, array("d", pending.x), strict=True)), y)

@@ -206,3 +206,32 @@ def test_pending_labels_survive_pickling() -> None:
     assert clone.expire(T0 + 10 * H) == model.expire(T0 + 10 * H) == 3
     probe = [{"carts_1h": 2.0}, {}]
     assert clone.predict_proba_many(probe) == model.predict_proba_many(probe)
+
+
+def test_predictions_made_before_any_learning_are_left_out_of_the_metrics() -> None:
+    """An untrained model scores every click 0.5, and those clicks' labels resolve first: they
+    would report an AUC of 0.500 that says nothing about the model."""
+    rng = random.Random(7)
+    model = _model()
+    for i in range(200):  # all scored before any label resolves
+        x, p = _customer(rng)
+        assert model.score_click(f"c{i}", f"e{i}", T0, x) == 0.5
+        if rng.random() < p:
+            model.observe_purchase(f"c{i}", T0 + 10)
+    model.expire(T0 + H)
+    assert (model.n_learned, model.n_scored) == (200, 0)
+    for i in range(200, 2_000):
+        x, p = _customer(rng)
+        model.score_click(f"c{i}", f"e{i}", T0 + H + i, x)
+        if rng.random() < p:
+            model.observe_purchase(f"c{i}", T0 + H + i + 10)
+    model.expire(T0 + 3 * H + 2_000)
+    assert (model.n_learned, model.n_scored) == (2_000, 1_800)
+    assert model.auc > 0.6, "the AUC of the trained model's predictions only"
+
+
+def test_the_demo_says_learning_until_an_auc_means_something() -> None:
+    from streams.cli import _auc
+
+    assert _auc({"propensity_auc": None}) == _auc({}) == "learning"
+    assert _auc({"propensity_auc": 0.71234}) == "0.712"
