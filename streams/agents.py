@@ -279,7 +279,8 @@ class Pipeline:
         self._syncing = True
         try:
             await self.sync.sync(self.shared)
-        except (FeatureStoreError, CheckpointError, RuntimeError) as exc:
+        except (FeatureStoreError, CheckpointError, RuntimeError, ValueError) as exc:
+            # ValueError: a snapshot of other model shapes (TEXT__VOCABULARY_BUCKETS differs)
             logger.warning("models not merged with the deployment's: %s", exc)
         finally:
             self._last_sync = time.monotonic()
