@@ -2,12 +2,18 @@
 
 One simulated stream (``streams.simulator.Simulator``), one run, three arms side by side:
 customers are split by a stable hash into the control group (5 %, a random eligible offer),
-the fixed rule (the ``OfferPolicy`` best score) and the bandit (LinUCB over the same eligible
-offers, ``models/decisioning/arbiter.py``). Each session gets at most one offer (at its first
-eligible click); its conversion is drawn from the simulator's hidden ``offer_response`` and revealed
-to the bandit only ``--delay`` offers later (the attribution window). The bandit learns
-from its own and the control group's outcomes. In-process, no Kafka or Redis: features are
-a small in-memory stand-in for the store's (spend, cart, purchases, category affinities).
+the fixed rule (the ``OfferPolicy`` best score) and the greedy bandit (LinUCB's argmax over
+the same eligible offers: the behaviour before propensities were logged). On the very clicks
+of the greedy bandit's customers, the exploring bandit (the default: epsilon-greedy,
+``--epsilon``, drawn by a hash of the offer event, so every offer has a known probability;
+``models/decisioning/arbiter.py``) decides too, in the shadow, with conversions of its own
+drawn for its offers: a paired comparison, the same customers and clicks (features do not
+depend on the offers here). Each session gets at most one offer (at its first eligible click);
+its conversion is drawn from the simulator's hidden ``offer_response`` and revealed to the
+bandits only ``--delay`` offers later (the attribution window). Each bandit learns from its
+own and the control group's outcomes.
+In-process, no Kafka or Redis: features are a small in-memory stand-in for the store's
+(spend, cart, purchases, category affinities).
 
 Also times one decision + one update of our numpy LinUCB and of River's
 ``bandit.LinUCBDisjoint`` on the same contexts.
@@ -40,11 +46,13 @@ from models.decisioning.policy import ClickContext, OfferPolicy
 from models.settings import DecisionSettings
 from streams.simulator import Simulator
 
-ARMS = ("bandit", "fixed", "control")
+ARMS = ("bandit", "explore", "fixed", "control")
 N_SEGMENTS = 6
 
 
-class _Customer:
+class Customer:
+    """A simulated customer's features, kept in memory (a stand-in for the store's)."""
+
     __slots__ = ("affinity", "cart", "orders", "spend")
 
     def __init__(self) -> None:
@@ -74,24 +82,35 @@ def _arm(customer_id: str, control_share: float) -> str:
 
 
 def run_policies(
-    n_events: int, n_customers: int, delay: int, block: int, seed: int, alpha: float
+    n_events: int,
+    n_customers: int,
+    delay: int,
+    block: int,
+    seed: int,
+    alpha: float,
+    epsilon: float = 0.1,
 ) -> dict[str, Any]:
     sim = Simulator(n_customers, seed=seed, start_ts=1_700_000_000.0, feedback_rate=0.0)
     catalog = load_catalog()
     kinds = {o.offer_id: o.kind for o in catalog.offers}
     targets = {o.offer_id: o.target_categories for o in catalog.offers}
-    base = DecisionSettings(control_percent=0.0, bandit_alpha=alpha)
+    base = DecisionSettings(control_percent=0.0, bandit_alpha=alpha, bandit_exploration="greedy")
     policy = OfferPolicy(catalog, base)
     bandit = OfferArbiter(policy, base, N_SEGMENTS)
+    explore_s = base.model_copy(
+        update={"bandit_exploration": "epsilon_greedy", "bandit_epsilon": epsilon}
+    )
+    explore = OfferArbiter(policy, explore_s, N_SEGMENTS)
     fixed_s = base.model_copy(update={"arbitration": "fixed"})
     fixed = OfferArbiter(policy, fixed_s, N_SEGMENTS)
     control_s = base.model_copy(update={"control_percent": 100.0, "control_no_offer_share": 0.0})
     control = OfferArbiter(policy, control_s, N_SEGMENTS, bandit=bandit.bandit)
     arbiters = {"bandit": bandit, "fixed": fixed, "control": control}
     rng = random.Random(seed)
-    customers: dict[str, _Customer] = defaultdict(_Customer)
+    shadow_rng = random.Random(seed + 1)  # the exploring bandit's conversions
+    customers: dict[str, Customer] = defaultdict(Customer)
     offered_sessions: set[str] = set()
-    pending: deque[tuple[int, str, tuple[float, ...], float]] = deque()
+    pending: deque[tuple[int, str, str, tuple[float, ...], float]] = deque()
     series: dict[str, list[tuple[int, float]]] = {a: [] for a in ARMS}  # (offer index, reward)
     chosen: dict[str, dict[str, int]] = {a: defaultdict(int) for a in ARMS}
     n_offers = 0
@@ -138,12 +157,25 @@ def run_policies(
         reward = float(rng.random() < p)
         series[arm].append((n_offers, reward))
         chosen[arm][offer_id] += 1
+        if arm == "bandit":  # the exploring bandit, on the same click
+            shadow = explore.choose(ctx, None)
+            if shadow is not None:
+                sid = shadow.decision.offer_id
+                tg = targets[sid]
+                p = sim.offer_response(cid, sid, tg[0] if tg else None, kinds[sid])
+                r = float(shadow_rng.random() < p)
+                series["explore"].append((n_offers, r))
+                chosen["explore"][sid] += 1
+                pending.append((n_offers, "explore", sid, shadow.context, r))
         if arm != "fixed":
-            pending.append((n_offers, offer_id, choice.context, reward))
+            pending.append((n_offers, arm, offer_id, choice.context, reward))
         n_offers += 1
         while pending and pending[0][0] <= n_offers - delay:
-            _, oid, ctx, r = pending.popleft()
-            bandit.bandit.learn_one(oid, ctx, r)
+            _, learner, oid, ctx, r = pending.popleft()
+            if learner != "explore":
+                bandit.bandit.learn_one(oid, ctx, r)
+            if learner != "bandit":
+                explore.bandit.learn_one(oid, ctx, r)
     # conversion rate per block of offers (by offer index over all arms), per arm
     n_blocks = max(1, n_offers // block)
     curves: dict[str, list[float | None]] = {}
@@ -165,12 +197,19 @@ def run_policies(
             "rate_second_half": sum(rewards[half:]) / (len(rewards) - half) if rewards else None,
             "top_offers": dict(sorted(chosen[arm].items(), key=lambda t: -t[1])[:5]),
         }
+    greedy, exploring = totals["bandit"], totals["explore"]
+    ratio = {
+        key: exploring[key] / greedy[key] if exploring[key] and greedy[key] else None
+        for key in ("rate", "rate_second_half")
+    }
     return {
         "n_events": n_events,
         "n_offers": n_offers,
+        "explore_vs_greedy": ratio,
         "block": block,
         "delay_offers": delay,
         "alpha": alpha,
+        "epsilon": epsilon,
         "decide_us_per_offer": 1e6 * decide_s / max(1, sum(len(s) for s in series.values())),
         "curves": curves,
         "totals": totals,
@@ -208,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=int, default=500, help="offers before an outcome is learned")
     ap.add_argument("--block", type=int, default=4_000, help="offers per point of the curve")
     ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--epsilon", type=float, default=0.1, help="the exploring bandit's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -215,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.events, args.block, args.delay = 30_000, 500, 100
     t0 = time.perf_counter()
-    res = run_policies(args.events, args.customers, args.delay, args.block, args.seed, args.alpha)
+    res = run_policies(
+        args.events, args.customers, args.delay, args.block, args.seed, args.alpha, args.epsilon
+    )
     timing = time_bandits(300 if args.quick else 3_000, 8, 18, args.seed)
     doc = {"env": environment(), "args": vars(args) | {"out": str(args.out)}, **res}
     doc["bandit_timing"] = timing
@@ -234,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         f"## Offer policy: conversion rate (%), {res['n_offers']} offers from "
         f"{args.events} simulated events, outcomes learned {args.delay} offers late\n\n"
         + markdown_table(rows, ["arm", "offers", "conversions", "rate", "rate 2nd half"])
+        + f"\n\nExploring bandit (epsilon-greedy, epsilon {args.epsilon}) / greedy bandit "
+        f"conversion: {_ratio(res['explore_vs_greedy']['rate'])} overall, "
+        f"{_ratio(res['explore_vs_greedy']['rate_second_half'])} in the second half"
         + f"\n\nLinUCB decision+update, {timing['n_arms']} arms, d={timing['d']}: ours "
         f"{timing['ours_us']:.0f} us, River LinUCBDisjoint {timing['river_us']:.0f} us"
     )
@@ -244,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "offer_policy.png",
         x,
         {a: [float("nan") if v is None else 100 * v for v in res["curves"][a]] for a in ARMS},
-        "Conversion rate over time: bandit vs fixed rule vs control",
+        "Conversion rate over time: bandits (greedy, exploring) vs fixed rule vs control",
         "offers made (all arms)",
         "conversion rate (%) per block",
     )
     return 0
+
+
+def _ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
 
 
 if __name__ == "__main__":

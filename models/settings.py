@@ -119,8 +119,18 @@ class DecisionSettings(BaseModel):
     arbitration: Literal["bandit", "fixed"] = "bandit"
     bandit_alpha: float = Field(default=0.3, ge=0)  # exploration: width of the UCB bonus
     bandit_prior: float = Field(default=1.0, gt=0)  # ridge prior (A = prior * I)
+    # How the bandit turns UCB scores into a choice with a known probability, logged with
+    # every offer as policy_propensity (models/decisioning/exploration.py): epsilon-greedy,
+    # softmax over the scores (at bandit_temperature, mixed with epsilon of uniform), or
+    # greedy (the argmax, propensity 1: no off-policy evaluation possible). The draw hashes
+    # (customer, trigger event), so a replay chooses the same offer.
+    bandit_exploration: Literal["epsilon_greedy", "softmax", "greedy"] = "epsilon_greedy"
+    bandit_epsilon: float = Field(default=0.1, ge=0, le=1)
+    bandit_temperature: float = Field(default=0.05, gt=0)
     # Control group: this percentage of customers (hash of the id) gets a random eligible
-    # offer, or none with probability control_no_offer_share.
+    # offer (propensity 1 / eligible offers), or none with probability control_no_offer_share
+    # (the holdout: no offer record, so no outcome; the unconditional probability of a given
+    # offer is (1 - control_no_offer_share) / eligible offers).
     control_percent: float = Field(default=5.0, ge=0, le=100)
     control_no_offer_share: float = Field(default=0.5, ge=0, le=1)
     # Contact policy: the same offer at most once per customer within this many hours.

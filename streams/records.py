@@ -28,6 +28,13 @@ class Offer(faust.Record, serializer="json", include_metadata=False):
     event_ts: float
     intent: dict[str, float] | None = None
     recommended_items: list[str] | None = None
+    # What off-policy evaluation needs (``streamscore evaluate``); None in records written
+    # before they were logged. The probability with which the arm chose ``offer_id``
+    # (bandit: its exploration draw; control: 1 / len(eligible); fixed rule: 1), the offers
+    # it chose among (best fixed-rule score first) and the bandit context of each.
+    policy_propensity: float | None = None
+    eligible: list[str] | None = None
+    contexts: list[list[float]] | None = None
     schema_version: int = OUTPUT_SCHEMA_VERSION
 
 

@@ -8,10 +8,16 @@ For a click, in order:
    random eligible offer, or none with probability ``control_no_offer_share`` (the draw
    hashes the trigger event, so a replay decides the same);
 3. everyone else gets the bandit's choice (LinUCB over the eligible offers, ``arbitration
-   = "bandit"``) or the fixed rule's best score (``arbitration = "fixed"``).
+   = "bandit"``, drawn with a known probability: ``exploration.py``) or the fixed rule's
+   best score (``arbitration = "fixed"``, deterministic).
 
-Every choice carries the policy's reasons, ``arbitration:<step>`` and the propensity model's
-top contributions (``feature:<name>``); ``learn`` feeds a resolved outcome to the bandit.
+Every choice carries its propensity (the probability the arm gave the chosen offer) and the
+eligible offers with their bandit contexts: what off-policy evaluation needs (``ope.py``).
+
+It also carries the policy's reasons, ``arbitration:<step>`` (``bandit_ucb`` for the
+bandit's best bound, ``bandit_explore`` for an exploration draw, ``control_random``,
+``fixed_best``) and the propensity model's top contributions (``feature:<name>``); ``learn``
+feeds a resolved outcome to the bandit.
 
 >>> from features.events import Click
 >>> from models.decisioning.catalog import Catalog
@@ -43,6 +49,7 @@ from dataclasses import dataclass
 from features.events import Click
 from models.decisioning.bandit import CONTEXT_NAMES, LinUCB, bucket, context_vector
 from models.decisioning.contact import ContactPolicy
+from models.decisioning.exploration import draw, probabilities
 from models.decisioning.outcomes import ContactState, Resolution
 from models.decisioning.policy import ClickContext, OfferDecision, OfferPolicy
 from models.settings import DecisionSettings
@@ -65,12 +72,25 @@ Explain = Sequence[tuple[str, float]] | Callable[[], Sequence[tuple[str, float]]
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """The offer chosen for one click, the arm that chose it and the bandit context."""
+    """The offer chosen for one click, the arm that chose it and the bandit context.
+
+    ``propensity`` is the probability with which the arm chose this offer among
+    ``eligible`` (the offers allowed by the contact policy, fixed-rule order: best score
+    first); ``contexts`` holds the bandit context of each of them, in the same order. The
+    fixed rule is deterministic (propensity 1); the control group picks uniformly (1 / k,
+    given that it makes an offer at all, see ``control_no_offer_share``)."""
 
     decision: OfferDecision
     arm: str
     context: tuple[float, ...]
     target_categories: tuple[str, ...]
+    propensity: float = 1.0
+    eligible: tuple[str, ...] = ()
+    contexts: tuple[tuple[float, ...], ...] = ()
+
+    def logged_contexts(self, digits: int = 4) -> list[list[float]]:
+        """``contexts`` rounded for the offer record (what evaluation re-scores)."""
+        return [[round(v, digits) for v in x] for x in self.contexts]
 
 
 class OfferArbiter:
@@ -136,8 +156,12 @@ class OfferArbiter:
         elif self.settings.arbitration == "fixed":
             k, arm, step = 0, "fixed", "fixed_best"
         else:
-            k = self.bandit.select([d.offer_id for d in allowed], contexts)
-            arm, step = "bandit", "bandit_ucb"
+            k, propensity, best = self._explore(allowed, contexts)
+            arm, step = "bandit", "bandit_ucb" if best else "bandit_explore"
+        if arm == "control":
+            propensity = 1.0 / len(allowed)
+        elif arm == "fixed":
+            propensity = 1.0
         chosen = allowed[k]
         if callable(explain):
             explain = explain()
@@ -154,7 +178,32 @@ class OfferArbiter:
             arm=arm,
             context=tuple(contexts[k]),
             target_categories=self._targets.get(chosen.offer_id, ()),
+            propensity=propensity,
+            eligible=tuple(d.offer_id for d in allowed),
+            contexts=tuple(tuple(x) for x in contexts),
         )
+
+    def _explore(
+        self, allowed: Sequence[OfferDecision], contexts: list[list[float]]
+    ) -> tuple[int, float, bool]:
+        """The bandit's draw over ``allowed``, its probability, and whether it is the best
+        upper confidence bound (else an exploration step; ``exploration.py``).
+
+        The uniform number hashes the offer event id, a function of (customer, trigger
+        event): a replay draws the same offer with the same propensity."""
+        arms = [d.offer_id for d in allowed]
+        if len(arms) == 1:
+            self.bandit.select(arms, contexts)  # creates the arm on first sight
+            return 0, 1.0, True
+        s = self.settings
+        p = probabilities(
+            self.bandit.scores(arms, contexts),
+            s.bandit_exploration,
+            s.bandit_epsilon,
+            s.bandit_temperature,
+        )
+        k = draw(p, bucket(allowed[0].offer_event_id, "explore"))
+        return k, float(p[k]), k == int(p.argmax())
 
     def learn(self, resolution: Resolution) -> None:
         """Feed a resolved window to the bandit (every arm's data: the model is contextual)."""
