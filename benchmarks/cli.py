@@ -8,6 +8,7 @@ streamscore bench intent        the session-intent LSTM batching benchmark
 streamscore bench state         partition-owned state: Redis vs. a Kafka changelog (Faust table)
 streamscore bench learning      one model per deployment: AUC, bandit, segments of 1/2/4 workers
 streamscore bench checkpoint    event-loop stall of a checkpoint and a model merge, models at caps
+streamscore bench ope           off-policy estimates from the bandit's logs vs true policy values
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _BENCHMARKS = {
     "state": "benchmarks.state_store",
     "learning": "benchmarks.multi_worker",
     "checkpoint": "benchmarks.checkpoint_stall",
+    "ope": "benchmarks.offer_ope",
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``streamscore`` command: demo, worker, simulate, tail, train-intent, bench."""
+"""The ``streamscore`` command: demo, worker, simulate, tail, evaluate, export-decisions,
+train-intent, bench."""
 
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--from-beginning", action="store_true")
     t.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
+    from streams.evaluate import add_parsers
+
+    add_parsers(sub)
+
     sub.add_parser(
         "train-intent", help="train the session-intent LSTM from an events file", add_help=False
     )
@@ -104,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_suppress(Settings(), args))
     if args.command == "tail":
         return asyncio.run(_tail(Settings(), args))
+    if args.command in ("evaluate", "export-decisions"):
+        from streams.evaluate import evaluate_main, export_main
+
+        run = evaluate_main if args.command == "evaluate" else export_main
+        return run(Settings(), args)
     raise AssertionError(args.command)  # pragma: no cover - argparse guards this
 
 

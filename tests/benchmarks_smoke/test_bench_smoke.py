@@ -87,3 +87,25 @@ def test_checkpoint_stall_quick(tmp_path: Path) -> None:
     assert rows["checkpoint, off the loop (now)"]["bytes"] > 0
     assert rows["share: one publish round (now)"]["bytes"] > 0
     assert doc["checkpoint_in_loop_ms_now"] is not None
+
+
+def test_ope_quick(tmp_path: Path) -> None:
+    assert bench_main(["ope", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "offer_ope")
+    assert (tmp_path / "offer_ope.png").stat().st_size > 0
+    targets = {r["target"] for r in doc["summary"]}
+    assert {"fixed rule", "uniform random"} <= targets
+    for rep in doc["replications"]:
+        assert rep["decisions"] > 0 and 0.0 < rep["min_propensity"] < 1.0
+        for t in rep["targets"].values():
+            assert 0.0 <= t["true"] <= 1.0 and t["dr"]["low"] <= t["dr"]["value"] <= t["dr"]["high"]
+    assert doc["replications"][0]["uplift"]["difference"] is not None
+
+
+def test_offer_policy_quick_measures_the_exploring_bandit(tmp_path: Path) -> None:
+    from benchmarks.offer_policy import main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    doc = _load(tmp_path, "offer_policy")
+    assert doc["totals"]["explore"]["offers"] > 0 and doc["totals"]["bandit"]["offers"] > 0
+    assert doc["explore_vs_greedy"]["rate"] > 0
