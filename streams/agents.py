@@ -846,6 +846,9 @@ class Pipeline:
                 ts=now_wall,
                 event_ts=event.ts,
                 intent=intent,
+                policy_propensity=round(choice.propensity, 6),
+                eligible=list(choice.eligible),
+                contexts=choice.logged_contexts(),
             )
             return choice, offer, alerts
         if isinstance(event, Purchase):
