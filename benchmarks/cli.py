@@ -7,6 +7,7 @@ streamscore bench memory        worker RSS over many events, Redis bytes per cus
 streamscore bench intent        the session-intent LSTM batching benchmark
 streamscore bench state         partition-owned state: Redis vs. a Kafka changelog (Faust table)
 streamscore bench learning      one model per deployment: AUC, bandit, segments of 1/2/4 workers
+streamscore bench cluster       feature-store batches on a 3-master Redis Cluster vs one server
 streamscore bench checkpoint    event-loop stall of a checkpoint and a model merge, models at caps
 streamscore bench ope           off-policy estimates from the bandit's logs vs true policy values
 """
@@ -27,6 +28,7 @@ _BENCHMARKS = {
     "intent": "benchmarks.intent_batching",
     "state": "benchmarks.state_store",
     "learning": "benchmarks.multi_worker",
+    "cluster": "benchmarks.redis_cluster",
     "checkpoint": "benchmarks.checkpoint_stall",
     "ope": "benchmarks.offer_ope",
 }

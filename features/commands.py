@@ -1,12 +1,33 @@
-"""Commands sent together, on one Redis server or a Redis Cluster.
+"""Commands sent together, on one Redis server or a Redis Cluster: one round trip per node.
 
-On one server ``pipeline(client)`` is redis-py's pipeline: one round trip. redis-py's cluster
-client refuses ``EVALSHA`` in a pipeline ("blocked when running redis in cluster mode"), and
-every store here is a Lua script, so on a cluster the queued commands are sent concurrently
-instead, each routed by redis-py to the node that owns its first key (the scripts' keys of one
-call share a hash tag, so one node has them all): one round trip per node in parallel, not
-one after another. Either way ``execute()`` returns the replies in the order queued and raises
-the first error (``NoScriptError`` included, which the stores handle by reloading).
+``pipeline(client)`` queues commands as a redis-py pipeline does (``q.evalsha(...)``,
+``q.zadd(...)``) and ``execute()`` sends them in one pipeline: on one server that is one round
+trip; on a cluster redis-py's cluster pipeline groups the commands by the node that serves
+their keys and writes each node's share at once, all nodes in parallel, so a batch costs one
+round trip per node involved, however many hash slots it touches. Either way ``execute()``
+returns the replies in the order queued and raises the first error (``NoScriptError``
+included, which the stores handle by reloading).
+
+Every store here is a Lua script, and redis-py blocks ``pipe.evalsha`` on a cluster
+("blocked when running redis in cluster mode") although its cluster pipeline routes
+``EVALSHA`` by its keys like any other command (the keys of one call share a hash tag): so
+``EVALSHA`` is queued with ``execute_command``. A command answered with ``MOVED``, ``ASK`` or
+``TRYAGAIN`` (a slot being moved) is sent again on its own by redis-py, which follows the
+redirection; when that gives up (``ClusterError``) the stores retry the batch.
+
+After a node stops answering (``ConnectionError``, ``TimeoutError``, ``CLUSTERDOWN``) the
+client is closed, so the next call asks the cluster again who serves which slot (the replica
+promoted in the dead master's place); redis-py's cluster pipeline does that only before its
+own retries, and the stores give it none (their retries are counted, ``n_retries``).
+
+redis-py's cluster client (8.1) closes all of its connections when it refreshes its slot map
+(every fifth ``MOVED``, on ``CLUSTERDOWN``) while other commands may still be on them; one
+caught mid-connect fails with ``AttributeError: 'NoneType' object has no attribute
+'writelines'`` from inside redis-py. That is a lost connection, so it is raised as
+``redis.ConnectionError`` here (``lost_connection``, also used by ``features/scripts.py`` for
+the stores' direct calls), which the stores retry (``tests/features/
+test_cluster_operations.py`` and ``tests/streams/test_cluster_e2e.py`` met it while slots
+moved).
 
 >>> queued = pipeline(None)
 >>> _ = queued.zadd("k", {"a": 1.0})
@@ -16,12 +37,12 @@ the first error (``NoScriptError`` included, which the stores handle by reloadin
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["Commands", "pipeline"]
+__all__ = ["Commands", "lost_connection", "pipeline"]
 
 
 class Commands:
@@ -44,16 +65,39 @@ class Commands:
 
     async def execute(self) -> list[Any]:
         client = self._client
-        if isinstance(client, RedisCluster):
-            return list(
-                await asyncio.gather(
-                    *(getattr(client, name)(*args, **kw) for name, args, kw in self.calls)
-                )
-            )
+        cluster = isinstance(client, RedisCluster)
         pipe = client.pipeline(transaction=False)
         for name, args, kw in self.calls:
-            getattr(pipe, name)(*args, **kw)
-        return list(await pipe.execute())
+            if cluster and name == "evalsha":
+                pipe.execute_command("EVALSHA", *args, **kw)
+            else:
+                getattr(pipe, name)(*args, **kw)
+        if not cluster:
+            return list(await pipe.execute())
+        try:
+            return list(await pipe.execute())
+        except _STALE:
+            await client.aclose()  # the next call asks the cluster who serves which slot
+            raise
+        except AttributeError as exc:
+            raise lost_connection(exc) from exc
+
+
+# Errors after which the cluster client's slot map may be wrong (a node died, a replica took
+# over): redis-py's cluster pipeline forgets the map before its own retries only, and the
+# stores make it retry nothing (their retries are counted), so it is forgotten here.
+_STALE = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.SlotNotCoveredError)
+
+
+def lost_connection(exc: AttributeError) -> Exception:
+    """``exc`` as a ``redis.ConnectionError`` when it was raised inside redis-py on a
+    connection it closed under the command (see the module's docstring); else ``exc``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or not tb.tb_frame.f_globals.get("__name__", "").startswith("redis."):
+        return exc
+    return rex.ConnectionError(f"redis-py closed the connection under a command: {exc}")
 
 
 def pipeline(client: Any) -> Commands:

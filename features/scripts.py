@@ -23,6 +23,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from features.commands import lost_connection
 from features.session_log import Retry
 from features.store import FeatureStoreError
 
@@ -32,7 +33,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
+# ClusterError: a cluster that is failing over (CLUSTERDOWN) or moving a slot (redis-py's
+# "TTL exhausted" after ASK/TRYAGAIN/MOVED)
+_TRANSIENT = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.BusyLoadingError,
+    rex.TryAgainError,
+    rex.ClusterError,
+    OSError,
+)
 
 
 class ScriptStore:
@@ -75,11 +85,14 @@ class ScriptStore:
 
         async def once() -> T:
             try:
-                return await op()
-            except rex.NoScriptError:
-                logger.warning("Redis lost the %s scripts; reloading them", self.what)
-                await self._load()
-                return await op()
+                try:
+                    return await op()
+                except rex.NoScriptError:
+                    logger.warning("Redis lost the %s scripts; reloading them", self.what)
+                    await self._load()
+                    return await op()
+            except AttributeError as exc:  # redis-py's cluster client, see features/commands.py
+                raise lost_connection(exc) from exc
 
         if self._retry is not None:
             result: Any = await self._retry(self.what, once)
