@@ -136,13 +136,15 @@ _N: Final = len(FEATURE_NAMES)
 # big enough to amortise the per-call cost, small enough not to block Redis for long.
 _CUSTOMERS_PER_CALL: Final = 64
 
-# Errors worth waiting out: the server is down, loading, failing over, busy or full.
+# Errors worth waiting out: the server is down, loading, failing over, busy or full; or a
+# cluster slot is being moved (redis-py's ClusterError "TTL exhausted" once its own ASK,
+# TRYAGAIN and MOVED handling gave up on a half-moved slot).
 _TRANSIENT: Final = (
     rex.ConnectionError,
     rex.TimeoutError,
     rex.BusyLoadingError,
     rex.TryAgainError,
-    rex.ClusterDownError,
+    rex.ClusterError,
     rex.ReadOnlyError,
     rex.OutOfMemoryError,
     OSError,
@@ -402,9 +404,10 @@ class FeatureStore:
         url = r.url
         if r.tls and url.startswith("redis://"):
             url = "rediss://" + url.removeprefix("redis://")
+        # Our own backoff loop is the one retry policy (RedisSettings.retry_attempts), so every
+        # retry shows in the metrics; redis-py still follows MOVED/ASK/TRYAGAIN on a cluster.
         if r.cluster:
-            return RedisCluster.from_url(url, **kwargs)
-        # Our own backoff loop is the one retry policy (RedisSettings.retry_attempts).
+            return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
         return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
 
     async def _ping_and_load(self, client: Redis | RedisCluster) -> None:
