@@ -327,7 +327,9 @@ class CooccurrenceStore:
         except rex.ResponseError as exc:
             raise FeatureStoreError(f"Redis rejected co-occurrence {what}: {exc}") from exc
         except (rex.RedisError, OSError) as exc:
-            raise FeatureStoreError(f"Redis co-occurrence {what} failed: {exc}") from exc
+            raise FeatureStoreError(
+                f"Redis co-occurrence {what} failed: {exc}", transient=True
+            ) from exc
 
 
 def _s(value: bytes | str) -> str:

@@ -100,4 +100,6 @@ class ScriptStore:
         try:
             return await once()
         except _TRANSIENT as exc:
-            raise FeatureStoreError(f"Redis unavailable for {self.what}: {exc}") from exc
+            raise FeatureStoreError(
+                f"Redis unavailable for {self.what}: {exc}", transient=True
+            ) from exc

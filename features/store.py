@@ -159,7 +159,16 @@ _BACKOFF_BASE_S: Final = 0.05
 
 
 class FeatureStoreError(RuntimeError):
-    """Redis is unreachable after all retries, rejected our credentials, or a script failed."""
+    """Redis is unreachable after all retries, rejected our credentials, or a script failed.
+
+    ``transient`` is True when Redis was away (down, failing over, a slot moving) and the same
+    call may work later: the worker holds its batch and retries; otherwise it is an error that
+    waiting does not fix (a rejected command or credentials, a script error on some data).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +491,7 @@ class FeatureStore:
             if attempt >= attempts:
                 self.n_failures += 1
                 raise FeatureStoreError(
-                    f"Redis {what} failed after {attempt + 1} attempts: {error}"
+                    f"Redis {what} failed after {attempt + 1} attempts: {error}", transient=True
                 ) from error
             delay = min(self.redis.retry_backoff_max_s, _BACKOFF_BASE_S * 2**attempt)
             logger.warning(

@@ -1278,7 +1278,7 @@ async def _until_applied(
         try:
             return await pipeline.handle(records, progress)
         except FeatureStoreError as exc:
-            if "rejected" in str(exc) or "script" in str(exc).lower():
+            if not exc.transient:  # a rejected command or a script error: waiting won't help
                 raise
             logger.warning(
                 "Redis unavailable, holding the batch and retrying in %.1fs: %s", delay, exc

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from features.settings import RedisSettings
+from features.store import FeatureStoreError
 from models.settings import IntentSettings, ModelSettings
-from streams.agents import DEAD_LETTER_MAX_PAYLOAD, Pipeline, Record, _narrowed
+from streams.agents import DEAD_LETTER_MAX_PAYLOAD, Pipeline, Record, _narrowed, _until_applied
 from streams.settings import Settings
 from tests.streams.conftest import produce
 from tests.streams.test_offer_outcomes_e2e import _read
@@ -95,3 +96,36 @@ async def test_a_failure_of_every_record_still_stops_the_worker(
     monkeypatch.setattr(pipeline.alert_rules, "on_click", broken)
     with pytest.raises(RuntimeError, match="every input"):
         await _narrowed(pipeline, _records([f"c{i}" for i in range(10)]))
+
+
+async def test_redis_away_holds_the_batch_whatever_the_error_says(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether to hold a batch follows the error's kind, not its text: a cluster error's text
+    carries the command (EVALSHA of a script, the customers' keys)."""
+    real, calls = pipeline.handle, []
+
+    async def away_once(records: Any, progress: Any = None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FeatureStoreError(
+                "Redis apply failed after 6 attempts: TTL exhausted running EVALSHA of the "
+                "apply script on ss:{c1}:state",
+                transient=True,
+            )
+        return await real(records, progress)
+
+    monkeypatch.setattr(pipeline, "handle", away_once)
+    out = await _until_applied(pipeline, _records(["c1", "c2"]))
+    assert out.n_valid == 2 and len(calls) == 2
+
+
+async def test_a_rejected_command_still_stops_the_worker(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def rejected(records: Any, progress: Any = None) -> Any:
+        raise FeatureStoreError("Redis rejected apply: ERR wrong number of arguments")
+
+    monkeypatch.setattr(pipeline, "handle", rejected)
+    with pytest.raises(FeatureStoreError, match="rejected"):
+        await _until_applied(pipeline, _records(["c1"]))
