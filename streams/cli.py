@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 
@@ -208,6 +209,10 @@ def _demo(args: argparse.Namespace) -> int:
     with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
         web_port = free_port()
         key = secrets.token_hex(32)  # the demo's own: a worker refuses the built-in key
+        # kept beside the demo's checkpoints, readable by this user only, for `evaluate`
+        key_file = workdir / "checkpoint.key"
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
         env = {
             **os.environ,
             "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -216,6 +221,11 @@ def _demo(args: argparse.Namespace) -> int:
             "STREAMSCORE_WORKER__DATA_DIR": str(workdir / "faust"),
             "STREAMSCORE_MODELS__CHECKPOINT_DIR": str(workdir / "checkpoints"),
             "STREAMSCORE_MODELS__CHECKPOINT_KEY": key,
+            # 20 min of event time (20 s of the demo at --speedup 60) instead of 24 h, so
+            # offers' outcomes, misses included, come within the demo and the uplift can be read
+            "STREAMSCORE_DECISION__ATTRIBUTION_WINDOW_MINUTES": os.environ.get(
+                "STREAMSCORE_DECISION__ATTRIBUTION_WINDOW_MINUTES", "20"
+            ),
         }
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
         t = settings.topics
@@ -242,7 +252,7 @@ def _demo(args: argparse.Namespace) -> int:
                 stderr=subprocess.STDOUT,
             )
             try:
-                asyncio.run(_demo_loop(settings, args, web_port, worker))
+                asyncio.run(_demo_loop(settings, args, web_port, worker, workdir))
             except KeyboardInterrupt:
                 out.write("\ninterrupted, stopping...\n")
             finally:
@@ -301,7 +311,11 @@ def _worker_stats(port: int) -> dict[str, object] | None:
 
 
 async def _demo_loop(
-    settings: Settings, args: argparse.Namespace, web_port: int, worker: subprocess.Popen[bytes]
+    settings: Settings,
+    args: argparse.Namespace,
+    web_port: int,
+    worker: subprocess.Popen[bytes],
+    workdir: Path,
 ) -> None:
     from streams.simulator import Simulator
     from streams.traffic import OutputWatcher, produce_paced
@@ -383,6 +397,42 @@ async def _demo_loop(
     out.write(
         f"done: sent {sent} events; offers {c['offers']}, alerts {dict(watcher.alert_types)}, "
         f"dead letters {c['dead_letters']} {dict(watcher.dead_reasons.most_common(3))}\n"
+    )
+    await _demo_verdict(settings, workdir, out)
+
+
+async def _demo_verdict(settings: Settings, workdir: Path, out: TextIO) -> None:
+    """The bandit's uplift over the control group, with its interval, and the decision log
+    written while the embedded broker still runs, with the command that evaluates it."""
+    from models.decisioning.decision_log import join_decisions, settled, write_decisions
+    from models.decisioning.uplift import uplift
+    from streams.evaluate import read_outputs
+
+    offers, outcomes = await read_outputs(settings, timeout=20.0)
+    outcomes, _ = settled(outcomes)  # only offers whose attribution window closed
+    u = uplift(outcomes)
+    if u.difference is None or u.low is None or u.high is None:
+        out.write(
+            f"uplift: not yet measurable ({u.treatment_n} bandit and {u.control_n} control "
+            "offers with a settled outcome: outcomes settle as attribution windows close)\n"
+        )
+    else:
+        out.write(
+            f"uplift of the bandit over the control group: {100 * u.difference:+.1f} points of "
+            f"conversion [{100 * u.low:+.1f}, {100 * u.high:+.1f}] ({100 * u.confidence:.0f}% "
+            f"interval, {u.method}); {100 * (u.treatment_rate or 0):.1f}% of "
+            f"{u.treatment_n} bandit offers vs {100 * (u.control_rate or 0):.1f}% of "
+            f"{u.control_n} control offers converted\n"
+        )
+    lines, _ = join_decisions(offers, outcomes)
+    log = workdir / "decisions.jsonl"
+    n = write_decisions(log, lines)
+    out.write(
+        f"decision log: {n} decisions with settled outcomes in {log}; evaluate other policies "
+        "on them (the worker's bandit from its last checkpoint among them, signed with the "
+        "demo's key) with:\n"
+        f"  STREAMSCORE_MODELS__CHECKPOINT_KEY=$(cat {workdir / 'checkpoint.key'}) "
+        f"streamscore evaluate --input {log} --checkpoint {workdir / 'checkpoints'}\n"
     )
 
 

@@ -38,7 +38,12 @@ import numpy as np
 import orjson
 
 from models.decisioning.bandit import LinUCB, context_vector
-from models.decisioning.decision_log import join_decisions, read_decisions, write_decisions
+from models.decisioning.decision_log import (
+    join_decisions,
+    read_decisions,
+    settled,
+    write_decisions,
+)
 from models.decisioning.ope import ESTIMATORS, Logs, evaluate, reward_model, weight_stats
 from models.decisioning.targets import always, bandit_policy, fixed_rule, from_scores, uniform
 from models.decisioning.uplift import uplift
@@ -123,11 +128,13 @@ async def read_outputs(
 
 def export_main(settings: Settings, args: argparse.Namespace) -> int:
     offers, outcomes = asyncio.run(read_outputs(settings, args.timeout))
+    outcomes, open_ = settled(outcomes)
     lines, counts = join_decisions(offers, outcomes)
     n = write_decisions(args.out, lines)
     sys.stdout.write(
         f"wrote {n} decisions to {args.out} ({counts['offers']} offers, {counts['outcomes']} "
-        f"outcomes; left out: {counts['no_outcome']} without an outcome yet, "
+        f"settled outcomes; left out: {counts['no_outcome']} without a settled outcome yet "
+        f"({open_} conversions in windows still open), "
         f"{counts['no_propensity']} without a logged propensity)\n"
     )
     return 0
@@ -229,6 +236,7 @@ def evaluate_main(settings: Settings, args: argparse.Namespace) -> int:
         ]  # fmt: skip
     else:
         offers, outcomes = asyncio.run(read_outputs(settings, args.timeout))
+        outcomes, _ = settled(outcomes)  # conversions in open windows would bias the rates
         records, _ = join_decisions(offers, outcomes)
         source = f"topics {settings.topics.offers} + {settings.topics.offer_outcomes}"
     bandit, bandit_source = _bandit(settings, args)

@@ -27,13 +27,20 @@ One line per decision:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["decision_record", "join_decisions", "read_decisions", "write_decisions"]
+__all__ = [
+    "decision_record",
+    "join_decisions",
+    "read_decisions",
+    "settled",
+    "write_decisions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,31 @@ def decision_record(offer: Mapping[str, Any], outcome: Mapping[str, Any] | None)
     if offer.get("contexts"):
         doc["contexts"] = offer["contexts"]
     return doc
+
+
+def settled(outcomes: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], int]:
+    """The outcomes of offers whose attribution window is known to be closed, and how many
+    were left out.
+
+    A conversion is published when it happens, a miss only when the window closes, so while
+    windows are open the outcomes on the topic are all conversions: counting them would put
+    the conversion rate near 100%. Windows close in event-time order, so every offer made no
+    later than the latest offer with a published miss has its outcome, whichever it is; the
+    others are left out until their windows close.
+
+    >>> rows = [{"converted": False, "offer_ts": 10.0}, {"converted": True, "offer_ts": 5.0},
+    ...         {"converted": True, "offer_ts": 30.0}]
+    >>> kept, left = settled(rows)
+    >>> [r["offer_ts"] for r in kept], left
+    ([10.0, 5.0], 1)
+    """
+    rows = list(outcomes)
+    misses = [float(o["offer_ts"]) for o in rows if not o.get("converted") and "offer_ts" in o]
+    if not misses:
+        return [], len(rows)
+    edge = max(misses)
+    kept = [o for o in rows if float(o.get("offer_ts", math.inf)) <= edge]
+    return kept, len(rows) - len(kept)
 
 
 def join_decisions(

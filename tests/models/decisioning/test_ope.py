@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.decisioning.bandit import LinUCB
-from models.decisioning.decision_log import join_decisions
+from models.decisioning.decision_log import join_decisions, settled
 from models.decisioning.exploration import draw, probabilities
 from models.decisioning.ope import ESTIMATORS, Logs, evaluate, reward_model, weight_stats
 from models.decisioning.targets import always, bandit_policy, fixed_rule, from_scores, uniform
@@ -179,3 +179,21 @@ def test_uplift_counts_each_outcome_once_and_its_interval_covers_the_true_differ
     assert uplift([]).difference is None
     lo, hi = wilson(0, 10)
     assert lo < 1e-9 and 0.2 < hi < 0.35
+
+
+def test_conversions_in_windows_still_open_are_left_out_of_the_uplift() -> None:
+    """A conversion is published at once, a miss when its window closes: read while windows
+    are open, the topic holds every conversion but only the older misses."""
+    rng = np.random.default_rng(5)
+    window, now = 100.0, 1_000.0
+    rows = []
+    for i in range(4_000):
+        arm = "bandit" if i % 4 else "control"
+        ts = rng.uniform(0.0, now)
+        converted = bool(rng.random() < (0.3 if arm == "bandit" else 0.2))
+        if converted or ts + window <= now:  # a miss is published once its window closed
+            rows.append({"arm": arm, "converted": converted, "offer_ts": ts})
+    biased, kept = uplift(rows), uplift(settled(rows)[0])
+    assert biased.treatment_rate is not None and biased.treatment_rate > 0.32
+    assert kept.low is not None and kept.high is not None and kept.low <= 0.1 <= kept.high
+    assert kept.treatment_rate == pytest.approx(0.3, abs=0.03)
