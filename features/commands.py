@@ -29,6 +29,11 @@ the stores' direct calls), which the stores retry (``tests/features/
 test_cluster_operations.py`` and ``tests/streams/test_cluster_e2e.py`` met it while slots
 moved).
 
+On one server, the commands that several stores send in the same turn of the event loop (the
+independent reads and writes a batch overlaps with ``asyncio.gather``) go out as one pipeline:
+one round trip where there were as many as stores (``coalesce(client)``, on by default:
+``RedisSettings.coalesce``). Each caller still gets its own replies and its own first error.
+
 >>> queued = pipeline(None)
 >>> _ = queued.zadd("k", {"a": 1.0})
 >>> queued.calls
@@ -37,12 +42,16 @@ moved).
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["Commands", "lost_connection", "pipeline"]
+__all__ = ["Commands", "coalesce", "lost_connection", "pipeline"]
+
+_Calls = list[tuple[str, tuple[Any, ...], dict[str, Any]]]
 
 
 class Commands:
@@ -65,6 +74,9 @@ class Commands:
 
     async def execute(self) -> list[Any]:
         client = self._client
+        merger = _COALESCERS.get(client)
+        if merger is not None:
+            return await merger.execute(self.calls)
         cluster = isinstance(client, RedisCluster)
         pipe = client.pipeline(transaction=False)
         for name, args, kw in self.calls:
@@ -98,6 +110,69 @@ def lost_connection(exc: AttributeError) -> Exception:
     if tb is None or not tb.tb_frame.f_globals.get("__name__", "").startswith("redis."):
         return exc
     return rex.ConnectionError(f"redis-py closed the connection under a command: {exc}")
+
+
+class _Coalescer:
+    """Sends the command lists queued by callers in one turn of the event loop as one
+    pipeline, and hands each caller its replies (or its first error)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._queued: list[tuple[_Calls, asyncio.Future[list[Any]]]] = []
+
+    async def execute(self, calls: _Calls) -> list[Any]:
+        if not calls:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._queued:  # the first of this turn: send once the others had their turn
+            loop.call_soon(self._flush)
+        self._queued.append((calls, future))
+        return await future
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        task = asyncio.ensure_future(self._send(queued))
+        _SENDING.add(task)
+        task.add_done_callback(_SENDING.discard)
+
+    async def _send(self, queued: list[tuple[_Calls, asyncio.Future[list[Any]]]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for calls, _ in queued:
+            for name, args, kw in calls:
+                getattr(pipe, name)(*args, **kw)
+        try:
+            replies = list(await pipe.execute(raise_on_error=False))
+        except asyncio.CancelledError:
+            for _, future in queued:
+                future.cancel()
+            raise
+        except Exception as exc:  # the connection: every caller's commands failed alike
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        at = 0
+        for calls, future in queued:
+            mine, at = replies[at : at + len(calls)], at + len(calls)
+            if future.done():  # its caller was cancelled
+                continue
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(mine)
+
+
+_COALESCERS: weakref.WeakKeyDictionary[Any, _Coalescer] = weakref.WeakKeyDictionary()
+_SENDING: set[asyncio.Future[None]] = set()  # pipelines on their way (a reference each)
+
+
+def coalesce(client: Any) -> None:
+    """Merge the commands sent through ``pipeline(client)`` in one turn of the event loop into
+    one round trip (one Redis server; a cluster client is left as it is)."""
+    if not isinstance(client, RedisCluster):
+        _COALESCERS[client] = _Coalescer(client)
 
 
 def pipeline(client: Any) -> Commands:

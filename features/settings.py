@@ -24,6 +24,9 @@ class RedisSettings(BaseModel):
     retry_attempts: int = Field(default=8, ge=0)
     retry_backoff_max_s: float = Field(default=2.0, gt=0)
     key_prefix: str = "ss"
+    # One server: send the commands that stores issue in the same event-loop turn as one
+    # pipeline (one round trip instead of one per store; features/commands.py).
+    coalesce: bool = True
 
 
 class FeatureSettings(BaseModel):

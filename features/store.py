@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from features.batch import CommandBatch, packed
-from features.commands import pipeline
+from features.commands import coalesce, pipeline
 from features.events import Click, Event, Purchase, content_digest
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
@@ -417,7 +417,10 @@ class FeatureStore:
         # retry shows in the metrics; redis-py still follows MOVED/ASK/TRYAGAIN on a cluster.
         if r.cluster:
             return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
-        return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+        client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+        if r.coalesce:
+            coalesce(client)
+        return client
 
     async def _ping_and_load(self, client: Redis | RedisCluster) -> None:
         try:
