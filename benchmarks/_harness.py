@@ -6,10 +6,15 @@ Every benchmark runs its systems as separate processes on one broker and one Val
 - ``Names`` gives a run fresh topics, a group id and a Redis key prefix;
 - ``start_system(kind, ...)`` starts the system under test as a subprocess: ``streamscore``
   (the real worker, ``streamscore worker``), ``passthrough`` (plain aiokafka consume ->
-  produce, the baseline), ``faust_naive`` or ``quix`` (the peers);
+  produce, the baseline), ``faust_noop`` and ``faust_record`` (Faust's own ceiling: a no-op
+  agent, and the same agent sending one ``faust.Record`` per event), ``faust_naive`` or
+  ``quix`` (the peers);
 - ``measure_latency(...)`` drives it: a paced producer stamps every event's produce time and a
   consumer in a separate process stamps each output's arrival and matches it to its trigger
-  (``trigger_event_id``, or ``event_id`` for the pass-through). Latency = arrival - produce.
+  (``trigger_event_id``, or ``event_id`` for the pass-through). Latency = arrival - produce;
+- ``measure_backlog_drain(...)`` times a system draining a backlog produced before it starts,
+  from the records counter on its ``/stats`` page (every Faust system here has one);
+- ``measure_idle(...)`` reads a ready system's CPU and wake-ups while no event arrives.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +56,9 @@ __all__ = [
     "embedded_stack",
     "latency_summary",
     "make_events",
+    "measure_backlog_drain",
     "measure_drain",
+    "measure_idle",
     "measure_latency",
     "produce_backlog",
     "start_system",
@@ -59,7 +66,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("streamscore", "passthrough", "faust_naive", "quix")
+KINDS = ("streamscore", "passthrough", "faust_noop", "faust_record", "faust_naive", "quix")
+# The systems that serve ``/stats`` with a ``records`` counter (events taken off the inputs).
+_COUNTED = ("streamscore", "faust_noop", "faust_record")
 _PCTS = (50.0, 95.0, 99.0, 99.9)
 
 
@@ -176,6 +185,8 @@ def worker_env(
 _COMMANDS = {
     "streamscore": ["-m", "streams.cli", "worker"],
     "passthrough": ["-m", "benchmarks._harness", "passthrough"],
+    "faust_noop": ["-m", "benchmarks._harness", "faust_noop"],
+    "faust_record": ["-m", "benchmarks._harness", "faust_record"],
     "faust_naive": ["-m", "benchmarks.peers_faust_naive"],
     "quix": ["-m", "benchmarks.peers_quix"],
 }
@@ -218,6 +229,25 @@ class SystemProcess:
                 c = child.cpu_times()
                 total += c.user + c.system
         return total
+
+    def voluntary_switches(self) -> int:
+        """Voluntary context switches of all the process's threads so far: its wake-ups.
+
+        psutil's ``num_ctx_switches`` reads the main thread's only on Linux; Faust's consumer
+        runs in a thread of its own, so the threads' counts are summed from ``/proc``.
+        """
+        if self._ps is None or not self.alive:
+            return 0
+        total = 0
+        try:
+            for status in Path(f"/proc/{self._ps.pid}/task").glob("*/status"):
+                with contextlib.suppress(OSError):
+                    for line in status.read_text().splitlines():
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+        except OSError:
+            total = 0
+        return total or int(self._ps.num_ctx_switches().voluntary)
 
     def rss_bytes(self) -> int:
         if self._ps is None or not self.alive:
@@ -584,6 +614,222 @@ async def produce_backlog(
         await producer.stop()
 
 
+# -- backlog drain and idle cost, read from ``/stats`` ------------------------------------------
+
+
+def _records(procs: Sequence[SystemProcess]) -> int | None:
+    """Events the systems have taken off their inputs (``/stats``), or None if one is down."""
+    total = 0
+    for p in procs:
+        doc = p.stats()
+        if doc is None or "records" not in doc:
+            return None
+        total += int(doc["records"])
+    return total
+
+
+async def _sample(procs: Sequence[SystemProcess]) -> tuple[float, int | None, float]:
+    """(time, records, CPU seconds): the time is the middle of the ``/stats`` requests."""
+    t0 = time.monotonic()
+    n = await asyncio.to_thread(_records, procs)
+    t1 = time.monotonic()
+    return (t0 + t1) / 2.0, n, sum(p.cpu_seconds() for p in procs)
+
+
+async def measure_backlog_drain(
+    kind: str,
+    stack: Stack,
+    names: Names,
+    workdir: Path,
+    events: Sequence[tuple[str, bytes, bytes, str]],
+    *,
+    warmup: int,
+    partitions: int = 4,
+    instances: int = 1,
+    env: dict[str, str] | None = None,
+    poll_s: float = 0.1,
+    max_s: float = 900.0,
+    on_drained: Callable[[Sequence[SystemProcess]], None] | None = None,
+) -> dict[str, Any]:
+    """Produce ``events`` to fresh topics, then start ``kind`` and time its drain of them.
+
+    Every system counts the events it has taken (its ``/stats`` ``records``); the harness
+    samples (time, count, CPU) every ``poll_s``. The first ``warmup`` events (start-up, first
+    batches) are left out: events/s = (count at the end - count at the first sample past the
+    warm-up) / the time between those samples; CPU per event over the same samples.
+    ``on_drained`` sees the processes once drained, before they are stopped.
+    """
+    if kind not in _COUNTED:
+        raise ValueError(f"{kind!r} has no records counter; one of {_COUNTED}")
+    await create_topics(stack.bootstrap, names.all_topics, partitions=partitions)
+    t0 = time.monotonic()
+    await produce_backlog(stack.bootstrap, names.inputs, events)
+    produce_s = time.monotonic() - t0
+    procs = await start_system(
+        kind, stack, names, workdir, partitions=partitions, env=env, instances=instances
+    )
+    total = len(events)
+    first: tuple[float, int, float] | None = None
+    last: tuple[float, int, float] | None = None
+    try:
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            for p in procs:
+                if not p.alive:
+                    raise RuntimeError(f"{kind} exited:\n{p.log_tail()}")
+            t, n, cpu = await _sample(procs)
+            if n is not None and n >= warmup:
+                last = (t, n, cpu)
+                if first is None:
+                    first = last
+                if n >= total:
+                    break
+            await asyncio.sleep(poll_s)
+        rss = max(p.rss_bytes() for p in procs)
+        if on_drained is not None:
+            on_drained(procs)
+    finally:
+        for p in procs:
+            p.stop()
+    if first is None or last is None or last[1] <= first[1]:
+        raise RuntimeError(f"{kind} did not drain past its warm-up of {warmup} events")
+    span, n, cpu = last[0] - first[0], last[1] - first[1], last[2] - first[2]
+    if last[1] < total:
+        logger.warning("%s drained %d of %d events in %.0f s", kind, last[1], total, max_s)
+    return {
+        "system": kind,
+        "workers": instances,
+        "events": n,
+        "warmup": warmup,
+        "complete": last[1] >= total,
+        "produce_s": round(produce_s, 2),
+        "drain_s": round(span, 2),
+        "events_per_s": round(n / span, 1),
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_event": round(cpu / n * 1e6, 1),
+        "events_per_cpu_s": round(n / cpu, 1) if cpu > 0 else None,
+        "cpu_util": round(cpu / span, 3),
+        "rss_mb_after": round(rss / 2**20, 1),
+    }
+
+
+async def measure_idle(
+    kind: str,
+    stack: Stack,
+    names: Names,
+    workdir: Path,
+    probes: Sequence[tuple[str, bytes, bytes, str]],
+    *,
+    idle_s: float,
+    settle_s: float = 3.0,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 90.0,
+) -> dict[str, Any]:
+    """CPU and wake-ups of one ready ``kind`` process over ``idle_s`` with no input.
+
+    Ready = it has handled the ``probes`` (``/stats``) or answered one (the pass-through,
+    on the offers topic); then ``settle_s`` for the probes' aftermath, then the quiet span.
+    """
+    procs = await start_system(kind, stack, names, workdir, env=env)
+    proc = procs[0]
+    try:
+        if kind in _COUNTED:
+            await produce_backlog(stack.bootstrap, names.inputs, probes)
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                if not proc.alive:
+                    raise RuntimeError(f"{kind} exited:\n{proc.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{kind} not ready in {ready_timeout}s:\n{proc.log_tail()}")
+                n = await asyncio.to_thread(_records, procs)
+                if n is not None and n >= len(probes):
+                    break
+                await asyncio.sleep(0.2)
+        else:
+            producer = await _producer(stack.bootstrap)
+            try:
+                await _wait_first_output(producer, names.inputs, probes, proc, ready_timeout)
+            finally:
+                await producer.stop()
+        await asyncio.sleep(settle_s)
+        cpu0, sw0, t0 = proc.cpu_seconds(), proc.voluntary_switches(), time.monotonic()
+        await asyncio.sleep(idle_s)
+        cpu1, sw1, t1 = proc.cpu_seconds(), proc.voluntary_switches(), time.monotonic()
+        if not proc.alive:
+            raise RuntimeError(f"{kind} exited while idle:\n{proc.log_tail()}")
+    finally:
+        proc.stop()
+    wall = t1 - t0
+    return {
+        "system": kind,
+        "idle_s": round(wall, 1),
+        "cpu_s": round(cpu1 - cpu0, 3),
+        "cpu_pct": round((cpu1 - cpu0) / wall * 100.0, 2),
+        "wakeups_per_s": round((sw1 - sw0) / wall, 1),
+    }
+
+
+# -- Faust's own ceiling (``python -m benchmarks._harness faust_noop|faust_record``) ------------
+
+
+def _faust_reference(send_records: bool) -> None:  # pragma: no cover - runs as a subprocess
+    """A Faust agent on streamscore's app (``create_app``: tuned fetch wait and session
+    timeout, same settings from ``STREAMSCORE_*``) that takes the inputs in batches
+    (``take_events(batch_max, within=10 ms)``) and does nothing else, or, with
+    ``send_records``, sends one small ``faust.Record`` per event to the offers topic and
+    awaits the batch's acks. ``/stats`` counts the events taken, like the worker's page."""
+    import faust
+    from faust.types import StreamT
+
+    from streams.app import create_app
+    from streams.logs import setup_logging
+    from streams.settings import Settings
+
+    class Echo(faust.Record, serializer="json"):
+        topic: str
+        partition: int
+        offset: int
+
+    settings = Settings()
+    setup_logging(settings.worker.log_level, json=settings.worker.log_json)
+    app = create_app(settings)
+    topics = settings.topics
+    inputs = app.topic(
+        *topics.inputs,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    offers = app.topic(topics.offers, key_type=bytes, value_type=Echo, key_serializer="raw")
+    counters = {"records": 0}
+
+    @app.agent(inputs, name="reference")
+    async def reference(stream: StreamT[bytes]) -> None:
+        async for batch in stream.take_events(settings.worker.batch_max, within=0.01):
+            if send_records:
+                futures = []
+                for event in batch:
+                    m = event.message
+                    echo = Echo(topic=m.topic, partition=m.partition, offset=m.offset)
+                    futures.append(await offers.send(key=m.key, value=echo))
+                await asyncio.gather(*futures)
+            counters["records"] += len(batch)
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json({"ready": True, **counters})
+
+    sys.argv = [*sys.argv[:1], "worker"]
+    faust.Worker(
+        app,
+        loglevel=settings.worker.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    ).execute_from_commandline()
+
+
 # -- the pass-through baseline (``python -m benchmarks._harness passthrough``) ------------------
 
 
@@ -632,5 +878,7 @@ async def _passthrough() -> None:  # pragma: no cover - runs as a subprocess
 if __name__ == "__main__":  # pragma: no cover
     if sys.argv[1:] == ["passthrough"]:
         asyncio.run(_passthrough())
+    elif sys.argv[1:] in (["faust_noop"], ["faust_record"]):
+        _faust_reference(send_records=sys.argv[1] == "faust_record")
     else:
-        raise SystemExit("usage: python -m benchmarks._harness passthrough")
+        raise SystemExit("usage: python -m benchmarks._harness passthrough|faust_noop|faust_record")

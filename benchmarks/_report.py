@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,16 @@ from typing import Any
 import numpy as np
 import psutil
 
-__all__ = ["environment", "markdown_table", "plot_bars", "plot_cdfs", "plot_lines", "write"]
+__all__ = [
+    "environment",
+    "load_avg",
+    "markdown_table",
+    "plot_bars",
+    "plot_cdfs",
+    "plot_lines",
+    "source",
+    "write",
+]
 
 
 def environment() -> dict[str, Any]:
@@ -26,6 +36,28 @@ def environment() -> dict[str, Any]:
         "broker": "Tansu (embedded, memory storage)",
         "redis": "Valkey (embedded)",
     }
+
+
+def load_avg() -> list[float]:
+    """The 1, 5 and 15 minute load averages now: how busy the shared machine was."""
+    return [round(x, 2) for x in psutil.getloadavg()]
+
+
+def source() -> dict[str, Any]:
+    """The commit measured and how many tracked files differed from it (work in progress)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *cmd], cwd=root, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "files_changed": len(changed)}
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -28,14 +28,38 @@ def test_latency_quick(tmp_path: Path) -> None:
     assert by["passthrough"]["matched"] > 0 and by["streamscore"]["matched"] > 0
     assert by["streamscore"]["p99_ms"] >= by["streamscore"]["p50_ms"] > 0
     assert doc["added_over_baseline"][0]["system"] == "streamscore"
+    # the headline: added p99 at 1,000 ev/s, the same figure as the comparison's
+    head = doc["headline"]
+    assert head["added_p99_ms_at_1000"] == doc["added_over_baseline"][0]["added_p99_ms"]
+    assert head["streamscore_p99_ms_at_1000"] == by["streamscore"]["p99_ms"]
+    assert len(head["added_p99_ms_at_1000_pairs"]) == 1  # --quick: one pair at 1,000 ev/s
+    # idle cost: every idle system measured, ready and then quiet (some CPU, less than a core)
+    idle = {r["system"]: r for r in doc["idle"]}
+    assert set(idle) == {"passthrough", "faust_noop", "streamscore"}
+    for r in idle.values():
+        assert 0 < r["cpu_pct"] < 100 and r["wakeups_per_s"] > 0
+    assert by["streamscore"]["cpu_us_per_event"] > 0
+    assert by["streamscore"]["cpu_us_per_event_above_idle"] is not None
+    assert len(doc["load_avg"]["start"]) == len(doc["load_avg"]["end"]) == 3
 
 
 def test_throughput_quick(tmp_path: Path) -> None:
     assert bench_main(["throughput", "--quick", "--out", str(tmp_path)]) == 0
     doc = _load(tmp_path, "throughput")
     assert (tmp_path / "stage_breakdown.png").stat().st_size > 0
-    assert doc["drain"][0]["events_per_s"] > 0
+    assert (tmp_path / "throughput_drain.png").stat().st_size > 0
     assert doc["stages"]["events_per_s_in_process"] > 0
+    # the no-op Faust agent before and after, the Record-sending agent, one streamscore worker
+    systems = [d["system"] for d in doc["drain"]]
+    assert systems == ["faust_noop", "faust_record", "streamscore", "faust_noop"]
+    for d in doc["drain"]:
+        assert d["complete"] and d["events_per_s"] > 0 and d["cpu_us_per_event"] > 0
+    head = doc["headline"]
+    assert 0 < head["fraction_of_noop"] < 2  # streamscore / the mean no-op drain
+    assert head["cpu_us_per_event"] > 0
+    assert 0 < head["ms_per_batch_1"] <= head["p99_ms_per_batch_1"]
+    assert doc["batch_size_1"]["batches"] > 0
+    assert len(doc["load_avg"]["start"]) == len(doc["load_avg"]["end"]) == 3
 
 
 def test_peers_quick(tmp_path: Path) -> None:
