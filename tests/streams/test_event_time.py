@@ -94,18 +94,18 @@ def _record(ts: float, kafka_ts: float) -> tuple[str, int, int, bytes, bytes, fl
 def test_a_ts_beyond_the_bound_is_clamped_by_default() -> None:
     pipeline = Pipeline(Settings())
     kafka_ts = float(int(time.time()) - 60)  # a record written a minute ago
-    valid, dead, clamped, _ = pipeline.validate([_record(kafka_ts + 23 * 3600, kafka_ts)])
+    valid, dead, clamped, _, _ = pipeline.validate([_record(kafka_ts + 23 * 3600, kafka_ts)])
     assert (len(valid), dead, clamped) == (1, [], 1)
     assert valid[0].ts == kafka_ts + 300.0
-    ok, _, n, partitions = pipeline.validate([_record(kafka_ts + 299, kafka_ts)])
-    assert (ok[0].ts, n, partitions) == (kafka_ts + 299, 0, {"c1": 0})
+    ok, _, n, partitions, sources = pipeline.validate([_record(kafka_ts + 299, kafka_ts)])
+    assert (ok[0].ts, n, partitions, sources) == (kafka_ts + 299, 0, {"c1": 0}, [0])
 
 
 def test_a_ts_beyond_the_bound_can_be_dead_lettered_instead() -> None:
     settings = Settings(worker=WorkerSettings(future_ts="dead_letter", max_ts_ahead_s=60.0))
     pipeline = Pipeline(settings)
     kafka_ts = float(int(time.time()) - 60)  # a record written a minute ago
-    valid, [dead], clamped, _ = pipeline.validate([_record(kafka_ts + 3600, kafka_ts)])
+    valid, [dead], clamped, _, _ = pipeline.validate([_record(kafka_ts + 3600, kafka_ts)])
     assert (valid, clamped) == ([], 0)
     assert dead.reason == (
         f"ts {kafka_ts + 3600:.0f} is 3600s ahead of its record's timestamp (allowed 60s)"
