@@ -794,13 +794,7 @@ def _faust_reference(send_records: bool) -> None:  # pragma: no cover - runs as 
     setup_logging(settings.worker.log_level, json=settings.worker.log_json)
     app = create_app(settings)
     topics = settings.topics
-    inputs = app.topic(
-        *topics.inputs,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    inputs = app.input_topics()
     offers = app.topic(topics.offers, key_type=bytes, value_type=Echo, key_serializer="raw")
     counters = {"records": 0}
 

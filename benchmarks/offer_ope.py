@@ -39,7 +39,6 @@ import numpy as np
 from benchmarks._report import environment, markdown_table, write
 from benchmarks.offer_policy import N_SEGMENTS, Customer
 from features.events import Click
-from features.store import AFFINITY_WEIGHTS
 from models.decisioning.arbiter import OfferArbiter
 from models.decisioning.bandit import LinUCB, bucket
 from models.decisioning.catalog import load_catalog
@@ -88,21 +87,9 @@ def log_bandit(
             continue
         cid = doc["customer_id"]
         c = customers[cid]
-        if ev.topic == "purchases":
-            c.orders += 1
-            c.spend += doc["total"]
-            c.cart = 0.0
-            for it in doc["items"]:
-                c.affinity[it["category"]] += 5.0
-            continue
-        if ev.topic != "clicks":
+        if not c.observe(ev.topic, doc):
             continue
         action, category = doc["action"], doc["category"]
-        c.affinity[category] += AFFINITY_WEIGHTS.get(action, 0.0)
-        if action == "add_to_cart":
-            c.cart += doc.get("price", 0.0)
-        elif action == "remove_from_cart":
-            c.cart = max(0.0, c.cart - doc.get("price", 0.0))
         if doc["session_id"] in offered:
             continue
         propensity = min(0.9, 0.3 + 0.1 * c.orders)

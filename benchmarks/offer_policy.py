@@ -71,6 +71,25 @@ class Customer:
             "category_affinity": self.affinity.get(category, 0.0) / total,
         }
 
+    def observe(self, topic: str, doc: dict[str, Any]) -> bool:
+        """Update the features with a simulated event; True for a click (a decision point)."""
+        if topic == "purchases":
+            self.orders += 1
+            self.spend += doc["total"]
+            self.cart = 0.0
+            for it in doc["items"]:
+                self.affinity[it["category"]] += 5.0
+            return False
+        if topic != "clicks":
+            return False
+        action = doc["action"]
+        self.affinity[doc["category"]] += AFFINITY_WEIGHTS.get(action, 0.0)
+        if action == "add_to_cart":
+            self.cart += doc.get("price", 0.0)
+        elif action == "remove_from_cart":
+            self.cart = max(0.0, self.cart - doc.get("price", 0.0))
+        return True
+
     def top(self, k: int = 5) -> tuple[tuple[str, float], ...]:
         return tuple(sorted(self.affinity.items(), key=lambda t: -t[1])[:k])
 
@@ -121,21 +140,9 @@ def run_policies(
             continue
         cid = doc["customer_id"]
         c = customers[cid]
-        if ev.topic == "purchases":
-            c.orders += 1
-            c.spend += doc["total"]
-            c.cart = 0.0
-            for it in doc["items"]:
-                c.affinity[it["category"]] += 5.0
-            continue
-        if ev.topic != "clicks":
+        if not c.observe(ev.topic, doc):
             continue
         action, category = doc["action"], doc["category"]
-        c.affinity[category] += AFFINITY_WEIGHTS.get(action, 0.0)
-        if action == "add_to_cart":
-            c.cart += doc.get("price", 0.0)
-        elif action == "remove_from_cart":
-            c.cart = max(0.0, c.cart - doc.get("price", 0.0))
         if doc["session_id"] in offered_sessions:
             continue
         x = c.features(category)

@@ -28,13 +28,7 @@ def main() -> None:
     app = create_app(settings)
     pipeline = Pipeline(settings)
     topics = settings.topics
-    inputs = app.topic(
-        *topics.inputs,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    inputs = app.input_topics()
     sinks = {name: app.topic(name, key_type=bytes, key_serializer="raw") for name in topics.outputs}
 
     async def send(out: BatchOutputs) -> None:

@@ -1090,13 +1090,7 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     """Declare the topics and the scoring agent on ``app``."""
     settings = app.settings
     topics = settings.topics
-    inputs = app.topic(
-        *topics.inputs,
-        key_type=bytes,
-        value_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
+    inputs = app.input_topics()
     offers = app.topic(topics.offers, key_type=str, value_type=Offer, key_serializer="raw")
     alerts = app.topic(topics.alerts, key_type=str, value_type=Alert, key_serializer="raw")
     dead_letters = app.topic(

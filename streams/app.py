@@ -33,7 +33,7 @@ from typing import Any
 import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.types import TopicT, TransportT
 
 from streams.settings import KafkaSettings, Settings
 
@@ -89,6 +89,17 @@ class StreamscoreApp(faust.App):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
         super().__init__(settings.worker.app_id, **kwargs)
+
+    def input_topics(self) -> TopicT:
+        """The click, purchase and feedback topics as one Faust topic of raw keys and values
+        (each record is validated by the pipeline, not decoded by Faust)."""
+        return self.topic(
+            *self.settings.topics.inputs,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
     def _new_transport(self) -> TransportT:
         return _TunedTransport(self.conf.broker_consumer, self)

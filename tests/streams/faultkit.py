@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,9 +436,10 @@ async def committed_and_end(
 
 
 async def produce_all(
-    bootstrap: str, records: list[tuple[str, bytes, bytes]]
+    bootstrap: str, records: Sequence[tuple[Any, ...]]
 ) -> dict[TopicPartition, int]:
-    """Send records in order, wait for the acks; the next offset of every partition written.
+    """Send ``(topic, key, value)`` or ``(topic, key, value, headers)`` records in order, wait
+    for the acks; the next offset of every partition written.
 
     The tests take log ends from the produce acks: Tansu's ListOffsets(latest) answers an
     offset below the real end (the base offset of a recent batch, it seems), so
@@ -448,7 +449,10 @@ async def produce_all(
     await producer.start()
     ends: dict[TopicPartition, int] = {}
     try:
-        futures = [await producer.send(t, v, key=k) for t, k, v in records]
+        futures = [
+            await producer.send(t, v, key=k, headers=(h[0] or None) if h else None)
+            for t, k, v, *h in records
+        ]
         for md in await asyncio.gather(*futures):
             tp = TopicPartition(md.topic, md.partition)
             ends[tp] = max(ends.get(tp, 0), md.offset + 1)

@@ -22,14 +22,13 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -229,6 +228,25 @@ class _RssSampler(threading.Thread):
                 return
 
 
+def _send_and_drain(
+    w: Any, stream: Sequence[tuple[Any, ...]], timeout: float
+) -> tuple[int, int, float, float]:
+    """Send ``stream`` to a ready worker and wait until its group committed all of it,
+    sampling its RSS; (RSS before, peak RSS, seconds in all, seconds waiting to drain)."""
+    w.wait_ready()
+    assert w.proc is not None
+    base_rss = psutil.Process(w.proc.pid).memory_info().rss
+    sampler = _RssSampler(w.proc.pid)
+    sampler.start()
+    t0 = time.monotonic()
+    ends = asyncio.run(produce_all(w.env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], stream))
+    drain_s = wait_drained(w.env, ends, timeout=timeout)
+    sampler.stop_flag.set()
+    sampler.join()
+    assert w.proc.poll() is None, f"worker died:\n{w.log()}"
+    return base_rss, sampler.peak, time.monotonic() - t0, drain_s
+
+
 @pytest.mark.timeout(240)
 def test_fuzzed_malformed_records_all_dead_lettered_valid_all_scored(
     worker_factory: Any, tmp_path: Path
@@ -250,18 +268,7 @@ def test_fuzzed_malformed_records_all_dead_lettered_valid_all_scored(
     for rec in keyed_bad:
         stream.insert(rng.randrange(len(stream) + 1), rec)
 
-    w.wait_ready()
-    assert w.proc is not None
-    base_rss = psutil.Process(w.proc.pid).memory_info().rss
-    sampler = _RssSampler(w.proc.pid)
-    sampler.start()
-    t0 = time.monotonic()
-    ends = asyncio.run(produce_all(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], stream))
-    drain_s = wait_drained(env, ends, timeout=150)
-    sampler.stop_flag.set()
-    sampler.join()
-    elapsed = time.monotonic() - t0
-    assert w.proc.poll() is None, f"worker died:\n{w.log()}"
+    base_rss, peak_rss, elapsed, drain_s = _send_and_drain(w, stream, timeout=150)
     stats = w.stats() or {}
     out = read_outputs(env, quiet_s=2.0)
     dl_keys = [d["key"] for d in out.dead]
@@ -285,7 +292,7 @@ def test_fuzzed_malformed_records_all_dead_lettered_valid_all_scored(
         "lost": cmp.lost,
         "double_counted": cmp.doubled,
         "rss_mb_base": round(base_rss / 2**20),
-        "rss_mb_peak": round(sampler.peak / 2**20),
+        "rss_mb_peak": round(peak_rss / 2**20),
         "seconds": round(elapsed, 1),
         "drain_wait_s": round(drain_s, 1),
         "distinct_reasons": len(reasons),
@@ -298,28 +305,11 @@ def test_fuzzed_malformed_records_all_dead_lettered_valid_all_scored(
     assert cmp.lost == cmp.doubled == cmp.customers_wrong == 0, (
         f"{cmp.summary()}; {cmp.example}; {numbers}"
     )
-    assert sampler.peak < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
+    assert peak_rss < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
 
 
 # A hostile or valid record at the Kafka edge: (topic, key, value, headers).
 Edge = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
-
-
-async def _produce_edge(bootstrap: str, records: list[Edge]) -> dict[TopicPartition, int]:
-    """Send records in order, with their headers; the next offset of every partition written."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * 2**20
-    )
-    await producer.start()
-    ends: dict[TopicPartition, int] = {}
-    try:
-        futures = [await producer.send(t, v, key=k, headers=h or None) for t, k, v, h in records]
-        for md in await asyncio.gather(*futures):
-            tp = TopicPartition(md.topic, md.partition)
-            ends[tp] = max(ends.get(tp, 0), md.offset + 1)
-    finally:
-        await producer.stop()
-    return ends
 
 
 def _edge_hostile(rng: random.Random, n: int) -> list[tuple[str, bytes | None, bytes | None]]:
@@ -419,18 +409,7 @@ def test_ten_thousand_hostile_records_at_the_kafka_edge(
     hostile += conflicts
     assert len(hostile) == 10_000
 
-    w.wait_ready()
-    assert w.proc is not None
-    base_rss = psutil.Process(w.proc.pid).memory_info().rss
-    sampler = _RssSampler(w.proc.pid)
-    sampler.start()
-    t0 = time.monotonic()
-    ends = asyncio.run(_produce_edge(env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"], stream))
-    drain_s = wait_drained(env, ends, timeout=300)
-    sampler.stop_flag.set()
-    sampler.join()
-    elapsed = time.monotonic() - t0
-    assert w.proc.poll() is None, f"worker died:\n{w.log()}"
+    base_rss, peak_rss, elapsed, drain_s = _send_and_drain(w, stream, timeout=300)
     starts = w.log_path.read_text(errors="replace").count("pipeline started")
     stats = w.stats() or {}
     out = read_outputs(env, quiet_s=2.0, timeout=120.0)
@@ -453,7 +432,7 @@ def test_ten_thousand_hostile_records_at_the_kafka_edge(
         "double_counted": cmp.doubled,
         "worker_starts": starts,
         "rss_mb_base": round(base_rss / 2**20),
-        "rss_mb_peak": round(sampler.peak / 2**20),
+        "rss_mb_peak": round(peak_rss / 2**20),
         "seconds": round(elapsed, 1),
         "drain_wait_s": round(drain_s, 1),
     }
@@ -467,4 +446,4 @@ def test_ten_thousand_hostile_records_at_the_kafka_edge(
         f"{cmp.summary()}; {cmp.example}; {numbers}"
     )
     assert starts == 1, f"the worker restarted: {numbers}"
-    assert sampler.peak < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
+    assert peak_rss < base_rss + 256 * 2**20, f"worker memory grew without bound: {numbers}"
