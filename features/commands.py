@@ -34,6 +34,12 @@ independent reads and writes a batch overlaps with ``asyncio.gather``) go out as
 one round trip where there were as many as stores (``coalesce(client)``, on by default:
 ``RedisSettings.coalesce``). Each caller still gets its own replies and its own first error.
 
+Every command is packed into the wire protocol by hiredis in C (``hiredis_packing(client)``):
+redis-py's asyncio connections pack each argument in Python (its synchronous client already
+uses hiredis), ~2 us per argument, and a batch's script calls carry every key as an argument
+(~13 per event: 30 us of the worker's ~200 us per event, measured with cProfile). The bytes on
+the wire are the same.
+
 >>> queued = pipeline(None)
 >>> _ = queued.zadd("k", {"a": 1.0})
 >>> queued.calls
@@ -43,13 +49,16 @@ one round trip where there were as many as stores (``coalesce(client)``, on by d
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from typing import Any
 
+import hiredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["Commands", "coalesce", "lost_connection", "pipeline"]
+__all__ = ["Commands", "coalesce", "hiredis_packing", "lost_connection", "pipeline"]
 
 _Calls = list[tuple[str, tuple[Any, ...], dict[str, Any]]]
 
@@ -178,3 +187,41 @@ def coalesce(client: Any) -> None:
 def pipeline(client: Any) -> Commands:
     """Commands to send together on ``client`` (``redis.asyncio`` server or cluster client)."""
     return Commands(client)
+
+
+def hiredis_packing(client: Any) -> None:
+    """Make ``client``'s connections (server or cluster, plain or TLS) pack commands with
+    hiredis; connections it already opened keep packing in Python."""
+    if isinstance(client, RedisCluster):
+        # one dict, shared with its NodesManager: nodes it discovers later get the class too
+        kwargs = client.connection_kwargs
+        kwargs["connection_class"] = _hiredis_packed(kwargs["connection_class"])
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = _hiredis_packed(node.connection_class)
+    else:
+        pool = client.connection_pool
+        pool.connection_class = _hiredis_packed(pool.connection_class)
+
+
+@functools.cache
+def _hiredis_packed(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    if getattr(cls, "_hiredis_packed", False):
+        return cls
+
+    class Packed(cls):  # type: ignore[valid-type,misc]
+        _hiredis_packed = True
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            # as redis-py's: a command name with spaces ("CONFIG GET") is several arguments
+            name = args[0]
+            if isinstance(name, str):
+                args = (*name.encode().split(), *args[1:])
+            elif b" " in name:
+                args = (*name.split(), *args[1:])
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError as exc:  # None, bool, ...: redis-py's own error for them
+                raise rex.DataError(str(exc)) from exc
+
+    Packed.__name__ = Packed.__qualname__ = f"Hiredis{cls.__name__}"
+    return Packed

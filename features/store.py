@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from features.batch import CommandBatch, packed
-from features.commands import coalesce, pipeline
+from features.commands import coalesce, hiredis_packing, pipeline
 from features.events import Click, Event, Purchase, content_digest
 from features.keys import CustomerKeys, customer_key
 from features.settings import FeatureSettings, RedisSettings
@@ -415,9 +415,13 @@ class FeatureStore:
             url = "rediss://" + url.removeprefix("redis://")
         # Our own backoff loop is the one retry policy (RedisSettings.retry_attempts), so every
         # retry shows in the metrics; redis-py still follows MOVED/ASK/TRYAGAIN on a cluster.
+        client: Redis | RedisCluster
         if r.cluster:
-            return RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+            client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+            hiredis_packing(client)
+            return client
         client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+        hiredis_packing(client)
         if r.coalesce:
             coalesce(client)
         return client

@@ -92,3 +92,66 @@ async def test_a_lost_connection_fails_every_caller_of_the_round_trip(
     )
     assert all(isinstance(r, (rex.ConnectionError, OSError)) for r in results), results
     await dead.aclose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SET", "k", "v"),
+        ("ZADD", "k", "GT", 1.5, "m", 0.1, "é", 1e300, b"\x00\xff", -3, 7),
+        ("CONFIG GET", "maxmemory"),
+        (b"CLIENT SETNAME", "x"),
+        ("EVALSHA", "ab" * 20, 2, "{c}:a", "{c}:b", b'["1","2"]'),
+    ],
+)
+def test_hiredis_packing_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
+    from redis.asyncio.connection import Connection
+
+    from features.commands import _hiredis_packed
+
+    assert b"".join(_hiredis_packed(Connection)().pack_command(*args)) == b"".join(
+        Connection().pack_command(*args)
+    )
+
+
+def test_hiredis_packing_rejects_what_redis_py_rejects() -> None:
+    from redis.asyncio.connection import Connection
+
+    from features.commands import _hiredis_packed
+
+    for bad in (None, True):
+        with pytest.raises(rex.DataError):
+            _hiredis_packed(Connection)().pack_command("SET", "k", bad)
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["server", "cluster"])
+async def test_the_stores_clients_pack_with_hiredis(
+    request: pytest.FixtureRequest, cluster: bool
+) -> None:
+    """The feature store's own client, on a server and on a real cluster, packs with hiredis
+    (also on the cluster nodes it finds after start-up), and its scripts still answer."""
+    from features.events import parse_event
+    from features.settings import RedisSettings
+    from features.store import FeatureStore
+
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    store = FeatureStore(RedisSettings(url=url, cluster=cluster, key_prefix="hp"))
+    await store.start()
+    try:
+        event = parse_event(
+            "clicks",
+            b'{"event_id":"e1","customer_id":"c1","ts":1.8e9,"session_id":"s",'
+            b'"item_id":"i","category":"toys","action":"view","price":2.5}',
+            now=1.8e9,
+        )
+        (result,) = await store.apply([event], [None])
+        assert result.features["clicks_24h"] == 1.0 and not result.duplicate
+        client = store.client
+        if cluster:
+            assert {n.connection_class.__name__ for n in client.get_nodes()} == {
+                "HiredisConnection"
+            }
+        else:
+            assert client.connection_pool.connection_class.__name__ == "HiredisConnection"
+    finally:
+        await store.close()
