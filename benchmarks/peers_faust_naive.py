@@ -15,7 +15,7 @@ from __future__ import annotations
 from faust.types import StreamT
 
 from benchmarks._peer_job import outputs, prepare_process, record, run_faust_worker, tick
-from streams.agents import BatchOutputs, Pipeline
+from streams.agents import BatchOutputs, Pipeline, freeze_heap
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -38,6 +38,7 @@ def main() -> None:
     @app.agent(inputs, name="naive")
     async def naive(stream: StreamT[bytes]) -> None:
         await pipeline.start()
+        freeze_heap()
         try:
             async for event in stream.events():
                 m = event.message

@@ -26,7 +26,7 @@ from quixstreams import Application, message_context
 from quixstreams.models import SerializationContext, Serializer
 
 from benchmarks._peer_job import Output, outputs, prepare_process, record, tick
-from streams.agents import Pipeline
+from streams.agents import Pipeline, freeze_heap
 from streams.settings import Settings
 
 __all__ = ["main"]
@@ -75,6 +75,7 @@ def main() -> int:
     loop = asyncio.new_event_loop()
     pipeline = Pipeline(settings)
     loop.run_until_complete(pipeline.start())
+    freeze_heap()
     app = _application(settings)
     inputs = [
         app.topic(name, key_deserializer="bytes", value_deserializer="bytes")

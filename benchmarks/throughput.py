@@ -92,7 +92,7 @@ async def _in_process(stack: Stack) -> AsyncIterator[tuple[Any, Any, Any, str]]:
 
     from features.settings import RedisSettings
     from models.settings import DecisionSettings, ModelSettings
-    from streams.agents import Pipeline
+    from streams.agents import Pipeline, freeze_heap
     from streams.settings import KafkaSettings, Settings
 
     names = Names.fresh("stages")
@@ -108,6 +108,7 @@ async def _in_process(stack: Stack) -> AsyncIterator[tuple[Any, Any, Any, str]]:
             )
             pipeline = Pipeline(settings)
             await pipeline.start()
+            freeze_heap()  # as the worker does
             producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=1, acks="all")
             try:
                 await producer.start()
