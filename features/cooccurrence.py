@@ -215,17 +215,34 @@ class CooccurrenceStore:
         pipe = CommandBatch(self.client)
         self._queue_writes(pipe, incr, recent_add, bought_add)
         n_writes = len(pipe)
-        plans = [self._queue_reads(pipe, r, context.get(r.customer_id)) for r in requests]
+        plans = [self._plan(r, context.get(r.customer_id)) for r in requests]
+        # Requests of one batch share most of their keys (popular items and categories: ~3
+        # requests per key at 500 events): each key is read once, as deep as its deepest
+        # request needs, and parsed once; every request then sees exactly what its own read
+        # would have returned (a prefix of the same sorted set, read after the same writes).
+        depths: dict[str, int] = {}
+        for seeds, categories, _, depth in plans:
+            for key in (*seeds, *categories):
+                depths[key] = max(depth, depths.get(key, 0))
+        for key, depth in depths.items():
+            if key.endswith(":co"):
+                pipe.zrevrange(key, 0, depth - 1, withscores=True)
+            else:
+                pipe.zrevrange(key, 0, depth - 1)
         replies = await self._execute("update", pipe)
-        reads = replies[n_writes:]
-        out: list[list[str]] = []
-        at = 0
-        for n_seeds, n_cats, exclude in plans:
-            seeds = reads[at : at + n_seeds]
-            cats = reads[at + n_seeds : at + n_seeds + n_cats]
-            at += n_seeds + n_cats
-            out.append(_rank(seeds, cats, exclude, self.settings.n_items))
-        return out
+        read = {
+            key: _normalised(reply) if key.endswith(":co") else [_s(m) for m in reply]
+            for key, reply in zip(depths, replies[n_writes:], strict=True)
+        }
+        return [
+            _rank(
+                [read[k][:depth] for k in seeds],
+                [read[k][:depth] for k in categories],
+                exclude,
+                self.settings.n_items,
+            )
+            for seeds, categories, exclude, depth in plans
+        ]
 
     async def recommend(
         self, requests: Sequence[RecommendRequest], context: dict[str, CustomerItems]
@@ -303,9 +320,11 @@ class CooccurrenceStore:
                 key = customer_key(self.prefix, cid, name)
                 pipe.zmerge(key, members, incr=False, keep=bound, ttl_ms=self._customer_ttl_ms)
 
-    def _queue_reads(
-        self, pipe: CommandBatch, request: RecommendRequest, items: CustomerItems | None
-    ) -> tuple[int, int, set[str]]:
+    def _plan(
+        self, request: RecommendRequest, items: CustomerItems | None
+    ) -> tuple[list[str], list[str], set[str], int]:
+        """The co-item keys of the request's seeds, the popularity keys of its categories, the
+        items it must not recommend, and how deep to read each key."""
         s = self.settings
         recent = items.newest(s.seed_items) if items is not None else []
         seeds = list(dict.fromkeys([request.item_id, *recent]))[: s.seed_items]
@@ -313,11 +332,12 @@ class CooccurrenceStore:
         categories = list(dict.fromkeys([request.category, *request.fallback_categories]))
         categories = categories[:_FALLBACK_CATEGORIES]
         depth = s.n_items * _OVERFETCH + len(exclude)
-        for seed in seeds:
-            pipe.zrevrange(item_key(self.prefix, seed), 0, depth - 1, withscores=True)
-        for category in categories:
-            pipe.zrevrange(category_key(self.prefix, category), 0, depth - 1)
-        return len(seeds), len(categories), exclude
+        return (
+            [item_key(self.prefix, seed) for seed in seeds],
+            [category_key(self.prefix, category) for category in categories],
+            exclude,
+            depth,
+        )
 
     async def _execute(self, what: str, pipe: CommandBatch) -> list[Any]:
         if self.retry is not None:
@@ -353,29 +373,34 @@ def _touch(
         recent_add.setdefault(customer_id, {})[item] = ts
 
 
+def _normalised(pairs: Sequence[tuple[Any, float]]) -> list[tuple[str, float]]:
+    """A co-item list (best first) with each weight divided by the best one."""
+    if not pairs:
+        return []
+    top = float(pairs[0][1]) or 1.0
+    return [(_s(member), float(score) / top) for member, score in pairs]
+
+
 def _rank(
-    seeds: Sequence[list[tuple[Any, float]]],
-    categories: Sequence[list[Any]],
+    seeds: Sequence[Sequence[tuple[str, float]]],
+    categories: Sequence[Sequence[str]],
     exclude: set[str],
     n: int,
 ) -> list[str]:
-    """Co-items scored by their normalised weight, seeds weighted 1, 1/2, 1/3...; then popular."""
+    """Co-items scored by their normalised weight (``_normalised``), seeds weighted 1, 1/2,
+    1/3...; then popular items of the categories."""
     scores: dict[str, float] = {}
     for rank, pairs in enumerate(seeds):
-        if not pairs:
-            continue
-        top = float(pairs[0][1]) or 1.0
-        for member, score in pairs:
-            item = _s(member)
+        weight = rank + 1
+        for item, share in pairs:
             if item not in exclude:
-                scores[item] = scores.get(item, 0.0) + float(score) / top / (rank + 1)
+                scores[item] = scores.get(item, 0.0) + share / weight
     chosen = [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
     taken = set(chosen) | exclude
     for members in categories:
-        for member in members:
+        for item in members:
             if len(chosen) >= n:
                 return chosen
-            item = _s(member)
             if item not in taken:
                 chosen.append(item)
                 taken.add(item)

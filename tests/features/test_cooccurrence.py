@@ -135,3 +135,43 @@ async def test_one_round_trip_each(
     ctx = await store.context(events)
     out = await store.update(events, ctx, [RecommendRequest("c1", "i1", "toys")] * 5)
     assert calls == ["evalsha", "evalsha"] and len(out) == 5 and all(out)
+
+
+async def test_requests_sharing_keys_get_what_each_would_get_alone(
+    any_redis: redis.asyncio.Redis, unique: Callable[[str], str]
+) -> None:
+    """A batch reads each co-item and popularity list once, as deep as its deepest request
+    needs (one that excludes many bought items): every request still gets exactly what it
+    gets when asked alone."""
+    prefix = unique("ss")
+    store = CooccurrenceStore(
+        any_redis, RecommendSettings(n_items=3, max_co_items=40), prefix=prefix
+    )
+    events: list = []
+    for n in range(30):  # 30 customers, each views a then one of 12 items, some of them twice
+        cid = f"c{n}"
+        events += [
+            view(f"{cid}-1", cid, T0 + n, "a"),
+            view(f"{cid}-2", cid, T0 + n + 1, f"i{n % 12}"),
+        ]
+        if n % 3 == 0:
+            events.append(view(f"{cid}-3", cid, T0 + n + 2, f"i{(n + 5) % 12}", "books"))
+    await learn(store, events)
+    # "heavy" bought most co-items of a: its read of a's list must go deep
+    await learn(store, [buy("h1", "heavy", T0 + 100, *(f"i{k}" for k in range(9)))])
+    asks = [
+        view("q1", "heavy", T0 + 200, "a"),
+        view("q2", "light", T0 + 200, "a"),
+        view("q3", "c4", T0 + 200, "i4", "books"),
+    ]
+    ctx = await store.context(asks)
+    requests = [
+        RecommendRequest("heavy", "a", "toys", ("books",)),
+        RecommendRequest("light", "a", "toys"),
+        RecommendRequest("c4", "i4", "books", ("toys",)),
+    ]
+    together = await store.recommend(requests, ctx)
+    alone = [(await store.recommend([r], ctx))[0] for r in requests]
+    assert together == alone
+    assert together[0] and not set(together[0]) & {f"i{k}" for k in range(9)}
+    assert together[1][0].startswith("i") and len(together[1]) == 3
