@@ -66,9 +66,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("streamscore", "passthrough", "faust_noop", "faust_record", "faust_naive", "quix")
+KINDS = (
+    "streamscore",
+    "passthrough",
+    "faust_noop",
+    "faust_record",
+    "faust_bytes",
+    "faust_naive",
+    "quix",
+)
 # The systems that serve ``/stats`` with a ``records`` counter (events taken off the inputs).
-_COUNTED = ("streamscore", "faust_noop", "faust_record")
+_COUNTED = ("streamscore", "faust_noop", "faust_record", "faust_bytes")
 _PCTS = (50.0, 95.0, 99.0, 99.9)
 
 
@@ -187,6 +195,7 @@ _COMMANDS = {
     "passthrough": ["-m", "benchmarks._harness", "passthrough"],
     "faust_noop": ["-m", "benchmarks._harness", "faust_noop"],
     "faust_record": ["-m", "benchmarks._harness", "faust_record"],
+    "faust_bytes": ["-m", "benchmarks._harness", "faust_bytes"],
     "faust_naive": ["-m", "benchmarks.peers_faust_naive"],
     "quix": ["-m", "benchmarks.peers_quix"],
 }
@@ -772,13 +781,16 @@ async def measure_idle(
 # -- Faust's own ceiling (``python -m benchmarks._harness faust_noop|faust_record``) ------------
 
 
-def _faust_reference(send_records: bool) -> None:  # pragma: no cover - runs as a subprocess
+def _faust_reference(send: str) -> None:  # pragma: no cover - runs as a subprocess
     """A Faust agent on streamscore's app (``create_app``: tuned fetch wait and session
     timeout, same settings from ``STREAMSCORE_*``) that takes the inputs in batches
-    (``take_events(batch_max, within=10 ms)``) and does nothing else, or, with
-    ``send_records``, sends one small ``faust.Record`` per event to the offers topic and
-    awaits the batch's acks. ``/stats`` counts the events taken, like the worker's page."""
+    (``take_events(batch_max, within=10 ms)``) and does nothing else (``send`` "none"), or
+    sends one small output per event to the offers topic and awaits the batch's acks: a
+    ``faust.Record`` through the topic ("record"), or the same JSON as bytes (orjson) through
+    the app's producer, as the worker publishes ("bytes"). ``/stats`` counts the events
+    taken, like the worker's page."""
     import faust
+    import orjson
     from faust.types import StreamT
 
     from streams.app import create_app
@@ -800,13 +812,22 @@ def _faust_reference(send_records: bool) -> None:  # pragma: no cover - runs as 
 
     @app.agent(inputs, name="reference")
     async def reference(stream: StreamT[bytes]) -> None:
+        producer = app.producer
         async for batch in stream.take_events(settings.worker.batch_max, within=0.01):
-            if send_records:
-                futures = []
-                for event in batch:
-                    m = event.message
+            futures = []
+            for event in batch:
+                m = event.message
+                if send == "record":
                     echo = Echo(topic=m.topic, partition=m.partition, offset=m.offset)
                     futures.append(await offers.send(key=m.key, value=echo))
+                elif send == "bytes":
+                    value = orjson.dumps(
+                        {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+                    )
+                    futures.append(
+                        await producer.send(topics.offers, m.key, value, None, None, None)
+                    )
+            if futures:
                 await asyncio.gather(*futures)
             counters["records"] += len(batch)
 
@@ -872,7 +893,9 @@ async def _passthrough() -> None:  # pragma: no cover - runs as a subprocess
 if __name__ == "__main__":  # pragma: no cover
     if sys.argv[1:] == ["passthrough"]:
         asyncio.run(_passthrough())
-    elif sys.argv[1:] in (["faust_noop"], ["faust_record"]):
-        _faust_reference(send_records=sys.argv[1] == "faust_record")
+    elif sys.argv[1:] in (["faust_noop"], ["faust_record"], ["faust_bytes"]):
+        _faust_reference(send={"faust_noop": "none"}.get(sys.argv[1], sys.argv[1][6:]))
     else:
-        raise SystemExit("usage: python -m benchmarks._harness passthrough|faust_noop|faust_record")
+        raise SystemExit(
+            "usage: python -m benchmarks._harness passthrough|faust_noop|faust_record|faust_bytes"
+        )

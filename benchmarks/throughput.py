@@ -285,6 +285,7 @@ def _worker_stages(proc: SystemProcess) -> dict[str, Any]:
 _LABELS = {
     "faust_noop": "Faust no-op agent",
     "faust_record": "Faust agent + 1 Record/event",
+    "faust_bytes": "Faust agent + 1 output/event as bytes",
     "streamscore": "streamscore",
 }
 
@@ -299,7 +300,7 @@ async def _drains(
     workers = [int(w) for w in args.workers.split(",")]
     plan: list[tuple[str, int]] = [("faust_noop", 1)]
     if args.record_reference:
-        plan.append(("faust_record", 1))
+        plan += [("faust_record", 1), ("faust_bytes", 1)]
     plan += [("streamscore", workers[0]), ("faust_noop", 1)]
     plan += [("streamscore", k) for k in workers[1:]]
     worker_stages: dict[str, Any] = {}

@@ -1100,20 +1100,6 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     settings = app.settings
     topics = settings.topics
     inputs = app.input_topics()
-    offers = app.topic(topics.offers, key_type=str, value_type=Offer, key_serializer="raw")
-    alerts = app.topic(topics.alerts, key_type=str, value_type=Alert, key_serializer="raw")
-    dead_letters = app.topic(
-        topics.dead_letters, key_type=str, value_type=DeadLetter, key_serializer="raw"
-    )
-    intents = app.topic(
-        topics.intents, key_type=str, value_type=SessionIntent, key_serializer="raw"
-    )
-    outcomes = app.topic(
-        topics.offer_outcomes, key_type=str, value_type=OfferOutcome, key_serializer="raw"
-    )
-    labels = app.topic(
-        topics.labels, key_type=str, value_type=PropensityLabel, key_serializer="raw"
-    )
     suppressions = app.topic(
         topics.suppressions,
         key_type=bytes,
@@ -1124,19 +1110,32 @@ def register(app: StreamscoreApp, pipeline: Pipeline) -> None:
     batch_max = settings.worker.batch_max
     within = settings.worker.batch_wait_ms / 1000.0
 
+    # Outputs go to the producer as bytes, keyed by customer id: the JSON their Faust Record
+    # serialises to (``dumps``: the bytes ``topic.send`` wrote), without ``topic.send``'s
+    # per-message machinery, which cost ~100 us of the loop per output where the producer
+    # takes ~8 (benchmarks/README.md, the Record and bytes reference agents). The worker
+    # creates the topics at start (``TopicSettings.all``); ``streams/records.py`` is the
+    # contract of their values.
+    producer = app.producer
+    routes: tuple[tuple[str, str], ...] = (
+        ("offers", topics.offers),
+        ("alerts", topics.alerts),
+        ("dead_letters", topics.dead_letters),
+        ("intents", topics.intents),
+        ("outcomes", topics.offer_outcomes),
+        ("labels", topics.labels),
+    )
+
     async def send(out: BatchOutputs) -> list[Any]:
         """Hand every output to the producer; the futures of the broker's acknowledgements."""
-        return [
-            *[await offers.send(key=o.customer_id.encode(), value=o) for o in out.offers],
-            *[await alerts.send(key=a.customer_id.encode(), value=a) for a in out.alerts],
-            *[
-                await dead_letters.send(key=(d.key or "").encode(), value=d)
-                for d in out.dead_letters
-            ],
-            *[await intents.send(key=i.customer_id.encode(), value=i) for i in out.intents],
-            *[await outcomes.send(key=o.customer_id.encode(), value=o) for o in out.outcomes],
-            *[await labels.send(key=x.customer_id.encode(), value=x) for x in out.labels],
-        ]
+        futures = []
+        for name, topic in routes:
+            for record in getattr(out, name):
+                key = (record.key or "") if name == "dead_letters" else record.customer_id
+                futures.append(
+                    await producer.send(topic, key.encode(), record.dumps(), None, None, None)
+                )
+        return futures
 
     async def acked(out: BatchOutputs, futures: list[Any]) -> None:
         start = time.perf_counter()
