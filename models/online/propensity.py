@@ -43,7 +43,7 @@ from river import linear_model, metrics, optim, preprocessing
 from river.utils import VectorDict
 
 from models.base import Proba
-from models.online.transform import FEATURE_NAMES, model_inputs
+from models.online.transform import FEATURE_NAMES, model_inputs, model_inputs_matrix
 from models.settings import ModelSettings
 from models.shared import SharedState, moments_from_sums, power_sums
 
@@ -220,10 +220,9 @@ class PropensityModel:
         """Purchase probability and packed model inputs of each click, one matrix product,
         remembering nothing: for callers that keep the pending labels themselves
         (``models.online.labels``) and hand them back to ``learn_label``."""
-        inputs = [model_inputs(x) for x in X]
-        probas = self._proba_rows([list(inp.values()) for inp in inputs])
-        packed = [array("d", inp.values()).tobytes() for inp in inputs]
-        return list(zip(probas, packed, strict=True))
+        inputs = model_inputs_matrix(X)
+        probas = self._proba_rows(inputs)
+        return list(zip(probas, map(np.ndarray.tobytes, inputs), strict=True))
 
     def learn_label(self, x: bytes, proba: float, y: bool) -> None:
         """Learn a resolved click from its packed inputs (``predict_clicks``); ``proba``, the
@@ -411,9 +410,9 @@ class PropensityModel:
     def _proba_one(self, inputs: dict[str, float]) -> float:
         return float(self._pipeline.predict_proba_one(inputs)[True])
 
-    def _proba_rows(self, rows: list[list[float]]) -> list[float]:
+    def _proba_rows(self, rows: list[list[float]] | np.ndarray) -> list[float]:
         """River's scaler + logistic regression on a matrix, without pandas."""
-        if not rows:
+        if len(rows) == 0:
             return []
         if self._params is None:
             scaler, logreg = self._scaler, self._logreg

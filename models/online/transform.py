@@ -15,13 +15,19 @@ a count or an amount.
 16.1181
 >>> list(x) == list(FEATURE_NAMES)
 True
+
+``model_inputs_matrix`` does the same for a batch, one row per record, with numpy: within one
+unit in the last place of ``model_inputs`` (numpy's ``log1p`` is not libm's;
+``tests/models/online/test_transform.py``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
+
+import numpy as np
 
 from features.store import FEATURE_NAMES as STORE_FEATURES
 from features.store import NEVER_SECONDS
@@ -34,6 +40,7 @@ __all__ = [
     "RECENCY_FEATURES",
     "log1p_clipped",
     "model_inputs",
+    "model_inputs_matrix",
 ]
 
 NEVER_S: Final = NEVER_SECONDS
@@ -72,4 +79,32 @@ def model_inputs(features: Mapping[str, float]) -> dict[str, float]:
         out[name] = log1p_clipped(get(name, NEVER_S), NEVER_S)
     for name in LINEAR_FEATURES:
         out[name] = _finite(get(name))
+    return out
+
+
+_N_LOG: Final = len(LOG_FEATURES)
+_N_RECENCY: Final = len(RECENCY_FEATURES)
+# (name, value when missing) in FEATURE_NAMES order: NaN becomes 0 below, NEVER_S "never"
+_DEFAULTS: Final = tuple(
+    (name, NEVER_S if name in RECENCY_FEATURES else math.nan) for name in FEATURE_NAMES
+)
+
+
+def model_inputs_matrix(features: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """``model_inputs`` of every record as one ``[n, len(FEATURE_NAMES)]`` float64 matrix."""
+    raw = np.array(
+        [[f.get(name, missing) for name, missing in _DEFAULTS] for f in features],
+        dtype=np.float64,
+    ).reshape(len(features), len(FEATURE_NAMES))  # None becomes NaN
+    out = np.zeros_like(raw)
+    with np.errstate(invalid="ignore"):
+        counts = raw[:, :_N_LOG]
+        ok = np.isfinite(counts) & (counts > 0.0)
+        np.log1p(counts, out=out[:, :_N_LOG], where=ok)
+        recency = raw[:, _N_LOG : _N_LOG + _N_RECENCY]
+        ok = np.isfinite(recency) & (recency > 0.0)
+        np.log1p(np.minimum(recency, NEVER_S), out=out[:, _N_LOG : _N_LOG + _N_RECENCY], where=ok)
+        out[:, _N_LOG : _N_LOG + _N_RECENCY][recency == math.inf] = math.log1p(NEVER_S)
+        linear = raw[:, _N_LOG + _N_RECENCY :]
+        np.copyto(out[:, _N_LOG + _N_RECENCY :], linear, where=np.isfinite(linear))
     return out
