@@ -235,9 +235,8 @@ class CommandBatch:
 
 
 async def _run(client: Redis | RedisCluster, calls: list[tuple[list[str], bytes]]) -> list[Any]:
-    if len(calls) == 1:
-        keys, body = calls[0]
-        return [await client.evalsha(_SHA, len(keys), *keys, body)]
+    # always a pipeline, even of one call: on one server the stores' calls of one event-loop
+    # turn then share a round trip (``features.commands.coalesce``)
     pipe = pipeline(client)
     for keys, body in calls:
         pipe.evalsha(_SHA, len(keys), *keys, body)
