@@ -1,10 +1,13 @@
 """Benchmark: stateful micro-batched intent stepping vs. one event at a time vs. re-running.
 
-Measures, in one run (baseline included):
+Measures, in one run (baselines included):
 
-1. a bare ``nn.LSTMCell(32, 64)`` step at batch 1 and 256 (the reference numbers of issue 4);
+1. a bare ``nn.LSTMCell(32, 64)`` step (the reference numbers of issue 4), and the serving
+   net's own step on already-encoded tensors (state gather, step, state scatter, softmax: what
+   ``step_many`` costs without its per-click Python), at each batch size below;
 2. ``IntentBatcher.step_many`` (the agent's path: a fetched batch, encoding included) at
-   batch 1/16/64/256/1024: session-steps/s and per-step latency (a step waits for its batch);
+   batch 1/16/64/256/1024: session-steps/s, per-step latency (a step waits for its batch) and
+   its rate as a share of the bare cell's and of the net's own at the same batch size;
 3. ``await IntentBatcher.step`` with B concurrent sessions (each awaits its result, then sends
    its next click) and ``max_batch=B``: steps/s and per-step latency p50/p99 including the
    wait for the batch to fill or ``max_wait_ms`` to pass;
@@ -35,6 +38,7 @@ import torch
 
 from models.intent.batcher import IntentBatcher
 from models.intent.model import EncodedSteps, IntentEncoder, IntentNet, IntentStep
+from models.intent.slots import SlotTable
 from models.settings import IntentSettings
 
 __all__ = ["main", "run"]
@@ -99,6 +103,44 @@ def bare_cell(batch: int, seconds: float, device: str) -> dict[str, float]:
         _sync(device)
         dt = time.perf_counter() - t0
     return {"batch": batch, "steps_per_s": n * batch / dt, "us_per_call": dt / n * 1e6}
+
+
+def net_forward(batch: int, seconds: float, device: str) -> dict[str, float]:
+    """The serving net's step on encoded tensors, with the slot table's gather and scatter
+    and the softmax copied to the host: the floor of ``step_many`` at this batch size."""
+    net, enc, _ = _model(device)
+    net = net.to(device).eval()
+    slots = SlotTable(batch + 8, net.hidden_size, device=device)
+    steps = _steps(batch, 1, seed=batch)[0]
+    x = enc.encode(steps, prev_ts=[None] * batch, positions=[0] * batch).to(device)
+    idx = torch.arange(batch, device=device)
+    n = 0
+
+    def step() -> torch.Tensor:
+        logits, h, c = net.step(x, slots.h.index_select(0, idx), slots.c.index_select(0, idx))
+        slots.h.index_copy_(0, idx, h)
+        slots.c.index_copy_(0, idx, c)
+        return torch.softmax(logits, dim=-1).cpu()
+
+    with torch.inference_mode():
+        for _ in range(20):
+            step()
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(10):
+                step()
+            n += 10
+        dt = time.perf_counter() - t0
+    return {"batch": batch, "steps_per_s": n * batch / dt, "us_per_call": dt / n * 1e6}
+
+
+def _with_shares(rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, float]]]) -> None:
+    """Add each row's rate as a share of each baseline's at the same batch size."""
+    for name, base in baselines.items():
+        rate = {r["batch"]: r["steps_per_s"] for r in base}
+        for r in rows:
+            if r["batch"] in rate:
+                r[f"of_{name}"] = r["steps_per_s"] / rate[r["batch"]]
 
 
 def _sync(device: str) -> None:
@@ -237,11 +279,18 @@ def run(quick: bool, device: str, out: Path, threads: int) -> dict[str, Any]:
         "threads": threads,
         "quick": quick,
         "model": {"hidden_size": 64, "input_size": _model(device)[0].input_size},
-        "bare_lstm_cell_32_64": [bare_cell(b, seconds, device) for b in (1, 256)],
+        "bare_lstm_cell_32_64": [bare_cell(b, seconds, device) for b in batches],
+        "net_forward": [net_forward(b, seconds, device) for b in batches],
         "step_many": [sync_batches(b, seconds, device) for b in batches],
         "async_step": [async_batches(b, seconds, device) for b in batches],
         "step_vs_rerun": [step_vs_rerun(n, device, 2 if quick else 5) for n in lengths],
     }
+    baselines = {
+        "bare_cell": result["bare_lstm_cell_32_64"],
+        "net_forward": result["net_forward"],
+    }
+    for key in ("net_forward", "step_many", "async_step"):
+        _with_shares(result[key], {k: v for k, v in baselines.items() if k != key})
     out.mkdir(parents=True, exist_ok=True)
     (out / "intent_batching.json").write_text(json.dumps(result, indent=2))
     _plot(result, out / "intent_batching.png")
@@ -261,13 +310,12 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ):
         rows = result[key]
         a1.plot([r["batch"] for r in rows], [r["steps_per_s"] for r in rows], "o-", label=label)
-    cell = result["bare_lstm_cell_32_64"]
-    a1.plot(
-        [r["batch"] for r in cell],
-        [r["steps_per_s"] for r in cell],
-        "k--",
-        label="bare LSTMCell(32,64)",
-    )
+    for key, style, label in (
+        ("bare_lstm_cell_32_64", "k--", "bare LSTMCell(32,64)"),
+        ("net_forward", "k:", "the net's step on encoded tensors"),
+    ):
+        rows = result[key]
+        a1.plot([r["batch"] for r in rows], [r["steps_per_s"] for r in rows], style, label=label)
     a1.set(
         xscale="log",
         yscale="log",
@@ -299,19 +347,24 @@ def _table(result: dict[str, Any]) -> str:
         f"threads={result['threads']} torch={result['torch']}"
     ]
     lines.append(
-        "bare LSTMCell(32,64): "
-        + ", ".join(
-            f"batch {r['batch']}: {r['steps_per_s']:,.0f} steps/s"
-            for r in result["bare_lstm_cell_32_64"]
-        )
+        f"{'path':<12} {'batch':>6} {'steps/s':>12} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'of bare':>8} {'of net':>7}"
     )
-    lines.append(f"{'path':<12} {'batch':>6} {'steps/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
-    for key in ("step_many", "async_step"):
+    for key, name in (
+        ("bare_lstm_cell_32_64", "bare cell"),
+        ("net_forward", "net forward"),
+        ("step_many", "step_many"),
+        ("async_step", "async_step"),
+    ):
         for r in result[key]:
-            lines.append(
-                f"{key:<12} {r['batch']:>6} {r['steps_per_s']:>12,.0f} "
-                f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f}"
+            lat = (
+                f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f}" if "p50_ms" in r else f"{'':>9} {'':>9}"
             )
+            shares = " ".join(
+                f"{r[k]:>{w}.0%}" if k in r else f"{'':>{w}}"
+                for k, w in (("of_bare_cell", 8), ("of_net_forward", 7))
+            )
+            lines.append(f"{name:<12} {r['batch']:>6} {r['steps_per_s']:>12,.0f} {lat} {shares}")
     lines.append(f"{'session len':>11} {'step µs/event':>14} {'rerun µs/event':>15} {'ratio':>7}")
     for r in result["step_vs_rerun"]:
         lines.append(

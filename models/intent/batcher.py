@@ -26,7 +26,7 @@ batches run as captured CUDA graphs.
 ...                    IntentStep("c1", "s1", 1e9 + 5, "add_to_cart", "shoes", "i1", 30.0)])
 >>> [sorted(o) for o in out][0]
 ['abandon', 'browse', 'purchase']
->>> len(b.slots), b.slots.position[b.slots.row(("c1", "s1"))]
+>>> len(b.slots), int(b.slots.position[b.slots.row(("c1", "s1"))])
 (2, 2)
 """
 
@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import operator
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import numpy as np
 import torch
 
 from models.intent.model import (
@@ -57,6 +60,9 @@ __all__ = ["IntentBatcher", "SessionHistory"]
 logger = logging.getLogger(__name__)
 
 Records = Mapping[Any, Sequence[Sequence[Any]]]
+
+_session_key: Final = operator.attrgetter("customer_id", "session_id")  # IntentStep.session_key
+_ABANDON: Final = INTENT_LABELS.index("abandon")
 
 
 class SessionHistory(Protocol):
@@ -161,8 +167,8 @@ class IntentBatcher:
         r = self.slots.row(key)
         if r is None:
             return 0.0
-        last, prev = self.slots.last_abandon[r], self.slots.prev_abandon[r]
-        return 0.0 if last is None or prev is None else last - prev
+        rise = float(self.slots.last_abandon[r] - self.slots.prev_abandon[r])
+        return 0.0 if math.isnan(rise) else rise  # NaN: fewer than two steps
 
     def end_session(self, key: SessionKey) -> bool:
         """Free a finished session's state (e.g. on its purchase)."""
@@ -271,69 +277,89 @@ class IntentBatcher:
         history: Mapping[SessionKey, Sequence[IntentStep]] | None,
     ) -> list[dict[str, float]]:
         with self._lock:
-            keys = list(dict.fromkeys(s.session_key for s in steps))
+            keys = list(map(_session_key, steps))
+            distinct = list(dict.fromkeys(keys))
             cap = self.slots.capacity
-            if len(keys) <= cap:
-                self.slots.touch(keys)  # a batch must not evict its own sessions
+            if len(distinct) <= cap:
+                # A batch must not evict its own sessions. One ``acquire`` never does; a
+                # replay, or a first wave in several chunks, acquires in more than one.
+                if history or len(distinct) > self.settings.max_batch:
+                    self.slots.touch(distinct)
                 if history:
                     self.replay(history)
-                return self._run(steps)
+                return self._run(steps, keys, one_wave=len(distinct) == len(keys))
             # More sessions than slots: run them in parts of at most ``cap`` sessions, each
             # session whole in one part, rebuilding each part's states from the history.
-            part_of = {k: i // cap for i, k in enumerate(keys)}
+            part_of = {k: i // cap for i, k in enumerate(distinct)}
             out: list[dict[str, float]] = [{}] * len(steps)
-            for part in range((len(keys) + cap - 1) // cap):
-                idx = [i for i, s in enumerate(steps) if part_of[s.session_key] == part]
-                part_keys = keys[part * cap : (part + 1) * cap]
+            for part in range((len(distinct) + cap - 1) // cap):
+                idx = [i for i, k in enumerate(keys) if part_of[k] == part]
+                part_keys = distinct[part * cap : (part + 1) * cap]
                 self.slots.touch(part_keys)
                 if history:
                     self.replay({k: history[k] for k in part_keys if k in history})
-                for i, res in zip(idx, self._run([steps[i] for i in idx]), strict=True):
+                results = self._run([steps[i] for i in idx], [keys[i] for i in idx])
+                for i, res in zip(idx, results, strict=True):
                     out[i] = res
             return out
 
-    def _run(self, steps: Sequence[IntentStep]) -> list[dict[str, float]]:
+    def _run(
+        self,
+        steps: Sequence[IntentStep],
+        keys: Sequence[SessionKey] | None = None,
+        *,
+        one_wave: bool = False,
+    ) -> list[dict[str, float]]:
+        """Run ``steps`` (their session ``keys``; ``one_wave``: all distinct) in order."""
+        if keys is None:
+            keys = list(map(_session_key, steps))
+        size = self.settings.max_batch
+        with torch.inference_mode():
+            if one_wave and len(steps) <= size:  # the common case: one forward pass
+                out = self._forward(steps, keys)
+            else:
+                out = self._run_waves(steps, keys, size)
+        self.steps += len(steps)
+        return out
+
+    def _run_waves(
+        self, steps: Sequence[IntentStep], keys: Sequence[SessionKey], size: int
+    ) -> list[dict[str, float]]:
         # Wave w holds each session's w-th step of this batch: one step per session per pass.
         seen: dict[SessionKey, int] = {}
         waves: list[list[int]] = []
-        for i, s in enumerate(steps):
-            w = seen.get(s.session_key, 0)
-            seen[s.session_key] = w + 1
+        for i, k in enumerate(keys):
+            w = seen.get(k, 0)
+            seen[k] = w + 1
             if w == len(waves):
                 waves.append([])
             waves[w].append(i)
         out: list[dict[str, float]] = [{}] * len(steps)
-        size = self.settings.max_batch
-        with torch.inference_mode():
-            for wave in waves:
-                for lo in range(0, len(wave), size):
-                    chunk = wave[lo : lo + size]
-                    for i, res in zip(chunk, self._forward([steps[i] for i in chunk]), strict=True):
-                        out[i] = res
-        self.steps += len(steps)
+        for wave in waves:
+            for lo in range(0, len(wave), size):
+                chunk = wave[lo : lo + size]
+                results = self._forward([steps[i] for i in chunk], [keys[i] for i in chunk])
+                for i, res in zip(chunk, results, strict=True):
+                    out[i] = res
         return out
 
-    def _forward(self, batch: list[IntentStep]) -> list[dict[str, float]]:
+    def _forward(
+        self, batch: Sequence[IntentStep], keys: Sequence[SessionKey]
+    ) -> list[dict[str, float]]:
+        """One LSTM step for each of ``batch`` (distinct sessions ``keys``). Per step, Python
+        only reads the step's fields and builds its result; the rest is whole-batch arrays."""
         slots = self.slots
-        rows, _ = slots.acquire([s.session_key for s in batch])
-        ids, numeric = self.encoder.encode_lists(
-            batch,
-            prev_ts=[slots.last_ts[r] for r in rows],
-            positions=[slots.position[r] for r in rows],
+        rows = np.array(slots.acquire(keys)[0], dtype=np.int64)
+        ids, numeric, ts = self.encoder.encode_arrays(
+            batch, prev_ts=slots.last_ts[rows], positions=slots.position[rows]
         )
-        # One int tensor (action, category, item, slot row) and one float tensor per batch.
-        packed = torch.tensor([[*i, r] for i, r in zip(ids, rows, strict=True)], dtype=torch.long)
-        x = EncodedSteps(
-            packed[:, 0],
-            packed[:, 1],
-            packed[:, 2],
-            torch.tensor(numeric, dtype=torch.float32).reshape(len(batch), self.encoder.n_numeric),
-        )
+        idx = torch.from_numpy(rows)
+        packed = torch.from_numpy(ids)
+        x = EncodedSteps(packed[0], packed[1], packed[2], torch.from_numpy(numeric))
         graph = self._graph_for(len(batch)) if self._use_graphs else None
         if graph is not None:
-            probs = graph.run(rows, x)
+            probs = graph.run(idx, x)
         else:
-            idx = packed[:, 3]
             if self.device.type != "cpu":
                 x = x.to(self.device)
                 idx = idx.to(self.device)
@@ -344,14 +370,13 @@ class IntentBatcher:
             slots.c.index_copy_(0, idx, c)
             probs = torch.softmax(logits, dim=-1).cpu()
         self.forwards += 1
-        results = []
-        for r, s, p in zip(rows, batch, probs.tolist(), strict=True):
-            slots.last_ts[r] = s.ts
-            slots.position[r] += 1
-            slots.prev_abandon[r] = slots.last_abandon[r]
-            slots.last_abandon[r] = p[1]
-            results.append(dict(zip(INTENT_LABELS, p, strict=True)))
-        return results
+        p = probs.numpy()
+        slots.last_ts[rows] = ts
+        slots.position[rows] += 1
+        slots.prev_abandon[rows] = slots.last_abandon[rows]
+        slots.last_abandon[rows] = p[:, _ABANDON]
+        purchase, abandon, browse = INTENT_LABELS
+        return [{purchase: a, abandon: b, browse: c} for a, b, c in p.tolist()]
 
     def _graph_for(self, n: int) -> _GraphStep | None:
         size = 8
@@ -409,11 +434,12 @@ class _GraphStep:
         with torch.cuda.graph(self.graph):
             self.probs = body()
 
-    def run(self, rows: list[int], x: EncodedSteps) -> torch.Tensor:
-        n = len(rows)
+    def run(self, rows: torch.Tensor, x: EncodedSteps) -> torch.Tensor:
+        """``rows``: the batch's slot rows (CPU, long); ``x``: its encoding (CPU)."""
+        n = rows.shape[0]
         host = self._host
         self._host_idx.fill_(self.scratch)
-        self._host_idx[:n] = torch.tensor(rows, dtype=torch.long)
+        self._host_idx[:n] = rows
         for dst, src in zip(
             (host.actions, host.categories, host.items, host.numeric),
             (x.actions, x.categories, x.items, x.numeric),

@@ -4,7 +4,8 @@ States live in two preallocated ``[capacity + 1, hidden]`` tensors; row ``capaci
 scratch row that padded batch entries read and write. A session key maps to a row; the table
 is bounded (least-recently-used sessions are evicted when full) and sessions idle longer than
 ``idle_s`` (event time) are expired by ``expire(now)``. Next to each row the table keeps the
-session's running encoder state (time of its last event, its position) and last intent.
+session's running encoder state (time of its last event, its position) and last intent, as
+numpy columns indexed by row (NaN: none yet), so that a batch reads and writes them at once.
 
 >>> t = SlotTable(capacity=2, hidden_size=4)
 >>> rows, fresh = t.acquire([("c1", "s1"), ("c2", "s1")])
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
+from typing import cast
 
+import numpy as np
 import torch
 
 __all__ = ["SlotTable"]
@@ -56,10 +59,10 @@ class SlotTable:
         self._next_sweep = -math.inf
         self._free = list(range(capacity - 1, -1, -1))
         self._key_of: list[Hashable | None] = [None] * capacity
-        self.last_ts: list[float | None] = [None] * (capacity + 1)
-        self.position: list[int] = [0] * (capacity + 1)
-        self.last_abandon: list[float | None] = [None] * (capacity + 1)
-        self.prev_abandon: list[float | None] = [None] * (capacity + 1)
+        self.last_ts = np.full(capacity + 1, np.nan)
+        self.position = np.zeros(capacity + 1, dtype=np.int64)
+        self.last_abandon = np.full(capacity + 1, np.nan)
+        self.prev_abandon = np.full(capacity + 1, np.nan)
 
     @property
     def scratch_row(self) -> int:
@@ -85,20 +88,26 @@ class SlotTable:
                 rows.move_to_end(k)
 
     def acquire(self, keys: Sequence[Hashable]) -> tuple[list[int], list[bool]]:
-        """Rows for ``keys`` (distinct), allocating (and zeroing) rows for new ones.
+        """Rows for ``keys`` (distinct, at most ``capacity``), allocating (and zeroing) rows
+        for new ones.
 
-        Returns the rows and, per key, whether its state is fresh (zero).
+        Returns the rows and, per key, whether its state is fresh (zero). Present keys are
+        marked used before any eviction, so that one call never evicts its own keys.
         """
         rows = self._rows
-        out: list[int] = []
-        fresh: list[bool] = []
-        new_rows: list[int] = []
-        for k in keys:
-            r = rows.get(k)
+        out: list[int | None] = list(map(rows.get, keys))
+        if None not in out:  # the common case: every session has its state here
+            deque(map(rows.move_to_end, keys), maxlen=0)
+            return cast(list[int], out), [False] * len(out)
+        if len(keys) > self.capacity:
+            raise ValueError(f"{len(keys)} sessions do not fit in {self.capacity} slots")
+        fresh = [r is None for r in out]
+        for k, r in zip(keys, out, strict=True):
             if r is not None:
                 rows.move_to_end(k)
-                out.append(r)
-                fresh.append(False)
+        new_rows: list[int] = []
+        for j, k in enumerate(keys):
+            if out[j] is not None:
                 continue
             if not self._free:
                 old_key, old_row = rows.popitem(last=False)
@@ -110,13 +119,12 @@ class SlotTable:
             rows[k] = r
             self._key_of[r] = k
             new_rows.append(r)
-            out.append(r)
-            fresh.append(True)
+            out[j] = r
         if new_rows:
             idx = torch.tensor(new_rows, device=self.device)
             self.h.index_fill_(0, idx, 0.0)
             self.c.index_fill_(0, idx, 0.0)
-        return out, fresh
+        return cast(list[int], out), fresh
 
     def discard(self, key: Hashable) -> bool:
         """Forget a session (it ended). Returns whether it was present."""
@@ -136,8 +144,10 @@ class SlotTable:
         if now < self._next_sweep:
             return []
         self._next_sweep = now + self.idle_s / 60.0
-        cutoff = now - self.idle_s
-        expired = [k for k, r in self._rows.items() if (self.last_ts[r] or now) < cutoff]
+        keys = list(self._rows)
+        rows = np.fromiter(self._rows.values(), dtype=np.int64, count=len(keys))
+        idle = self.last_ts[rows] < now - self.idle_s  # NaN (no step yet): not idle
+        expired = [keys[j] for j in np.flatnonzero(idle).tolist()]
         for k in expired:
             self.discard(k)
         self.expirations += len(expired)
@@ -145,7 +155,7 @@ class SlotTable:
 
     def _release(self, r: int) -> None:
         self._key_of[r] = None
-        self.last_ts[r] = None
+        self.last_ts[r] = np.nan
         self.position[r] = 0
-        self.last_abandon[r] = None
-        self.prev_abandon[r] = None
+        self.last_abandon[r] = np.nan
+        self.prev_abandon[r] = np.nan

@@ -17,4 +17,10 @@ def test_intent_batching_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [r["batch"] for r in result["step_many"]] == [1, 16, 64]
     assert all(r["steps_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in result["async_step"])
     assert [r["session_length"] for r in result["step_vs_rerun"]] == [10, 50]
-    assert "steps/s" in capsys.readouterr().out
+    # Each path's rate as a share of the bare cell's and of the net's own, batch by batch.
+    assert [r["batch"] for r in result["bare_lstm_cell_32_64"]] == [1, 16, 64]
+    assert [r["batch"] for r in result["net_forward"]] == [1, 16, 64]
+    for key in ("step_many", "async_step"):
+        assert all(r["of_bare_cell"] > 0 and r["of_net_forward"] > 0 for r in result[key])
+    out = capsys.readouterr().out
+    assert "steps/s" in out and "of bare" in out
