@@ -208,6 +208,8 @@ class SystemProcess:
     kind: str
     env: dict[str, str]
     log_path: Path
+    # run from this checkout of streamscore (another version's code) instead of this one
+    code: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     _ps: psutil.Process | None = None
 
@@ -218,6 +220,7 @@ class SystemProcess:
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.code,  # ``python -m`` imports from the working directory first
         )
         log.close()
         self._ps = psutil.Process(self.proc.pid)
@@ -297,8 +300,10 @@ async def start_system(
     partitions: int = 4,
     env: dict[str, str] | None = None,
     instances: int = 1,
+    code: Path | None = None,
 ) -> list[SystemProcess]:
-    """Create the topics and start ``instances`` processes of ``kind`` in one group."""
+    """Create the topics and start ``instances`` processes of ``kind`` in one group (from the
+    checkout ``code`` when given: another version of streamscore)."""
     if kind not in KINDS:
         raise ValueError(f"unknown system {kind!r}; one of {KINDS}")
     await create_topics(stack.bootstrap, names.all_topics, partitions=partitions)
@@ -306,7 +311,8 @@ async def start_system(
     procs = []
     for i in range(instances):
         e = {**base, "STREAMSCORE_WORKER__WEB_PORT": str(free_port())}
-        procs.append(SystemProcess(kind, e, workdir / f"{kind}-{names.tag}-{i}.log").start())
+        log = workdir / f"{kind}-{names.tag}-{i}.log"
+        procs.append(SystemProcess(kind, e, log, code=code).start())
     return procs
 
 
@@ -659,8 +665,10 @@ async def measure_backlog_drain(
     poll_s: float = 0.1,
     max_s: float = 900.0,
     on_drained: Callable[[Sequence[SystemProcess]], None] | None = None,
+    code: Path | None = None,
 ) -> dict[str, Any]:
-    """Produce ``events`` to fresh topics, then start ``kind`` and time its drain of them.
+    """Produce ``events`` to fresh topics, then start ``kind`` (from the checkout ``code``,
+    when given) and time its drain of them.
 
     Every system counts the events it has taken (its ``/stats`` ``records``); the harness
     samples (time, count, CPU) every ``poll_s``. The first ``warmup`` events (start-up, first
@@ -675,7 +683,14 @@ async def measure_backlog_drain(
     await produce_backlog(stack.bootstrap, names.inputs, events)
     produce_s = time.monotonic() - t0
     procs = await start_system(
-        kind, stack, names, workdir, partitions=partitions, env=env, instances=instances
+        kind,
+        stack,
+        names,
+        workdir,
+        partitions=partitions,
+        env=env,
+        instances=instances,
+        code=code,
     )
     total = len(events)
     first: tuple[float, int, float] | None = None

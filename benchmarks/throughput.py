@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the Faust agent that sends one Record per event",
     )
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        help="a checkout of another version (git worktree add DIR REF): its one-worker drain "
+        "runs right after this version's, on the same backlog",
+    )
     p.add_argument("--poll-s", type=float, default=0.1, help="drain sampling interval")
     p.add_argument("--batch1-events", type=int, default=2_000, help="one-record batches timed")
     p.add_argument("--ladder", default="", help="paced rates for the p99 bound, e.g. 2000,4000")
@@ -298,14 +305,18 @@ async def _drains(
     warmup = args.warmup if args.warmup is not None else max(500, args.events // 10)
     events = make_events(warmup + args.events, args.customers, seed=10)
     workers = [int(w) for w in args.workers.split(",")]
-    plan: list[tuple[str, int]] = [("faust_noop", 1)]
+    other: Path | None = args.compare_with
+    plan: list[tuple[str, int, Path | None]] = [("faust_noop", 1, None)]
     if args.record_reference:
-        plan += [("faust_record", 1), ("faust_bytes", 1)]
-    plan += [("streamscore", workers[0]), ("faust_noop", 1)]
-    plan += [("streamscore", k) for k in workers[1:]]
+        plan += [("faust_record", 1, None), ("faust_bytes", 1, None)]
+    plan.append(("streamscore", workers[0], None))
+    if other is not None:
+        plan.append(("streamscore", 1, other))
+    plan.append(("faust_noop", 1, None))
+    plan += [("streamscore", k, None) for k in workers[1:]]
     worker_stages: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    for kind, k in plan:
+    for kind, k, code in plan:
         names = Names.fresh(f"tp-{kind.replace('_', '')}{k}")
         d = await measure_backlog_drain(
             kind,
@@ -318,10 +329,18 @@ async def _drains(
             instances=k,
             env=extra if kind == "streamscore" else None,
             poll_s=args.poll_s,
-            on_drained=_keep_worker_stages(worker_stages) if kind == "streamscore" else None,
+            on_drained=(
+                _keep_worker_stages(worker_stages)
+                if kind == "streamscore" and code is None
+                else None
+            ),
+            code=code,
         )
         if kind == "faust_noop":
             d["label"] = f"{_LABELS[kind]} ({'after' if rows else 'before'})"
+        elif kind == "streamscore" and code is not None:
+            d["label"] = f"{_LABELS[kind]} from {code}, 1 worker"
+            d["code"] = str(code)
         elif kind == "streamscore":
             d["label"] = f"{_LABELS[kind]}, {k} worker{'s' if k > 1 else ''}"
         else:
@@ -381,13 +400,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
     sustained = max((s["achieved_rate"] for s in ladder if s["within_bound"]), default=None)
     noops = [d for d in drains if d["system"] == "faust_noop"]
-    ours = [d for d in drains if d["system"] == "streamscore"]
+    ours = [d for d in drains if d["system"] == "streamscore" and "code" not in d]
+    other = next((d for d in drains if "code" in d), None)
     record = next((d for d in drains if d["system"] == "faust_record"), None)
+    as_bytes = next((d for d in drains if d["system"] == "faust_bytes"), None)
     headline = {
         "noop_events_per_s": round(sum(d["events_per_s"] for d in noops) / len(noops), 1),
         "noop_events_per_s_runs": [d["events_per_s"] for d in noops],
         "record_events_per_s": record["events_per_s"] if record else None,
         "record_fraction_of_noop": record["fraction_of_noop"] if record else None,
+        "bytes_events_per_s": as_bytes["events_per_s"] if as_bytes else None,
+        "bytes_fraction_of_noop": as_bytes["fraction_of_noop"] if as_bytes else None,
+        "compared_code": other["code"] if other else None,
+        "compared_events_per_s": other["events_per_s"] if other else None,
+        "compared_fraction_of_noop": other["fraction_of_noop"] if other else None,
+        "compared_cpu_us_per_event": other["cpu_us_per_event"] if other else None,
         "streamscore_events_per_s": ours[0]["events_per_s"],
         "fraction_of_noop": ours[0]["fraction_of_noop"],
         "cpu_us_per_event": ours[0]["cpu_us_per_event"],
@@ -399,7 +426,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "environment": _report.environment(),
         "source": _report.source(),
         "load_avg": {"start": load_start, "end": _report.load_avg()},
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"
+        },
         "headline": headline,
         "drain": drains,
         "batch_size_1": one,
@@ -438,7 +467,15 @@ def _write(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         f"**{h['cpu_us_per_event']:,.0f} us of worker CPU per event**; "
         f"**batch size 1: {h['ms_per_batch_1']:.2f} ms per batch median, "
         f"{h['p99_ms_per_batch_1']:.2f} ms p99** (in-process `Pipeline.handle`).\n\n"
-        f"Load average (1/5/15 min) at start {_fmt_load(load['start'])}, "
+        + (
+            f"The version in `{h['compared_code']}`, same backlog, same run: "
+            f"{h['compared_events_per_s']:,.0f} events/s = "
+            f"{h['compared_fraction_of_noop']:.2f} of the no-op agent, "
+            f"{h['compared_cpu_us_per_event']:,.0f} us of worker CPU per event.\n\n"
+            if h["compared_code"]
+            else ""
+        )
+        + f"Load average (1/5/15 min) at start {_fmt_load(load['start'])}, "
         f"at end {_fmt_load(load['end'])}.\n\n"
     )
     md += _report.markdown_table(

@@ -44,14 +44,27 @@ def test_latency_quick(tmp_path: Path) -> None:
 
 
 def test_throughput_quick(tmp_path: Path) -> None:
-    assert bench_main(["throughput", "--quick", "--out", str(tmp_path)]) == 0
+    # another version's checkout is compared in the same run: here this one's own
+    checkout = Path(__file__).resolve().parents[2]
+    argv = ["throughput", "--quick", "--compare-with", str(checkout), "--out", str(tmp_path)]
+    assert bench_main(argv) == 0
     doc = _load(tmp_path, "throughput")
     assert (tmp_path / "stage_breakdown.png").stat().st_size > 0
     assert (tmp_path / "throughput_drain.png").stat().st_size > 0
     assert doc["stages"]["events_per_s_in_process"] > 0
-    # the no-op Faust agent before and after, the Record-sending agent, one streamscore worker
+    # the no-op Faust agent before and after, the Record- and bytes-sending agents, one
+    # streamscore worker and the compared checkout's
     systems = [d["system"] for d in doc["drain"]]
-    assert systems == ["faust_noop", "faust_record", "streamscore", "faust_noop"]
+    assert systems == [
+        "faust_noop",
+        "faust_record",
+        "faust_bytes",
+        "streamscore",
+        "streamscore",
+        "faust_noop",
+    ]
+    assert doc["headline"]["compared_code"] == str(checkout)
+    assert doc["headline"]["compared_events_per_s"] > 0
     for d in doc["drain"]:
         assert d["complete"] and d["events_per_s"] > 0 and d["cpu_us_per_event"] > 0
     head = doc["headline"]
