@@ -67,7 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=None, help="events excluded (default 10%%)")
     p.add_argument("--customers", type=int, default=10_000)
-    p.add_argument("--systems", default="passthrough,streamscore")
+    p.add_argument(
+        "--systems",
+        default="passthrough,streamscore",
+        help="comma-separated; streamscore@DIR runs another version's checkout of it",
+    )
     p.add_argument("--headline-repeats", type=int, default=3, help="pairs of runs at 1,000 ev/s")
     p.add_argument("--idle-s", type=float, default=20.0, help="idle span per system (0: skip)")
     p.add_argument("--idle-systems", default="passthrough,faust_noop,streamscore")
@@ -119,13 +123,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # embedded broker's in-memory log slows fetches as a partition grows (a
                 # pass-through measured 17 -> 60 -> 109 ms p50 on three runs into the same
                 # topics).
-                names = Names.fresh(system)
-                procs = await start_system(system, stack, names, workdir, env=extra)
+                kind, _, code = system.partition("@")
+                names = Names.fresh(kind)
+                procs = await start_system(
+                    kind,
+                    stack,
+                    names,
+                    workdir,
+                    env=extra,
+                    code=Path(code) if code else None,
+                )
                 try:
                     r = await measure_latency(procs, names, chunk, rate, warmup=warmup)
                 finally:
                     for p in procs:
                         p.stop()
+                r.system = system
                 r.extra["repeat"] = repeat
                 logger.info("%s @ %s ev/s: %s", system, rate, r.summary())
                 runs.append(r)
@@ -183,9 +196,21 @@ def _result(
             [r["p99_ms"] for r in rows if (r["system"], r["rate"]) == (system, _HEADLINE_RATE)]
         )
 
+    others = {
+        s: _median(
+            [
+                c.get("added_p99_ms")
+                for c in compare
+                if c["system"] == s and c["rate"] == _HEADLINE_RATE
+            ]
+        )
+        for s in systems
+        if s.startswith("streamscore@")
+    }
     headline = {
         "added_p99_ms_at_1000": _median([c.get("added_p99_ms") for c in pairs]),
         "added_p99_ms_at_1000_pairs": [c.get("added_p99_ms") for c in pairs],
+        "compared_added_p99_ms_at_1000": others,
         "streamscore_p99_ms_at_1000": p99s("streamscore"),
         "passthrough_p99_ms_at_1000": p99s(base),
         "idle_cpu_pct": idle_pct,
@@ -258,6 +283,9 @@ def _result(
             + f" ms; median p99 streamscore {headline['streamscore_p99_ms_at_1000']:,.1f} ms, "
             f"pass-through {headline['passthrough_p99_ms_at_1000']:,.1f} ms).\n\n"
         )
+    for system, added in headline["compared_added_p99_ms_at_1000"].items():
+        if added is not None:
+            md += f"`{system}`, same run: added p99 at 1,000 events/s {added:+,.1f} ms.\n\n"
     load = doc["load_avg"]
     md += (
         "Load average (1/5/15 min) at start "

@@ -33,6 +33,7 @@ def test_latency_quick(tmp_path: Path) -> None:
     assert head["added_p99_ms_at_1000"] == doc["added_over_baseline"][0]["added_p99_ms"]
     assert head["streamscore_p99_ms_at_1000"] == by["streamscore"]["p99_ms"]
     assert len(head["added_p99_ms_at_1000_pairs"]) == 1  # --quick: one pair at 1,000 ev/s
+    assert head["compared_added_p99_ms_at_1000"] == {}
     # idle cost: every idle system measured, ready and then quiet (some CPU, less than a core)
     idle = {r["system"]: r for r in doc["idle"]}
     assert set(idle) == {"passthrough", "faust_noop", "streamscore"}
@@ -41,6 +42,19 @@ def test_latency_quick(tmp_path: Path) -> None:
     assert by["streamscore"]["cpu_us_per_event"] > 0
     assert by["streamscore"]["cpu_us_per_event_above_idle"] is not None
     assert len(doc["load_avg"]["start"]) == len(doc["load_avg"]["end"]) == 3
+
+
+def test_latency_compares_another_checkout_in_the_same_run(tmp_path: Path) -> None:
+    checkout = Path(__file__).resolve().parents[2]  # here this one's own
+    other = f"streamscore@{checkout}"
+    argv = ["latency", "--quick", "--rates", "1000", "--idle-s", "0"]
+    argv += ["--systems", f"passthrough,{other}", "--out", str(tmp_path)]
+    assert bench_main(argv) == 0
+    doc = _load(tmp_path, "latency")
+    by = {r["system"]: r for r in doc["runs"]}
+    assert by[other]["matched"] > 0 and by[other]["p99_ms"] > 0
+    added = doc["headline"]["compared_added_p99_ms_at_1000"][other]
+    assert added == doc["added_over_baseline"][0]["added_p99_ms"]
 
 
 def test_throughput_quick(tmp_path: Path) -> None:
