@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.agents import Pipeline
 from streams.embedded import create_topics, free_port
+from streams.settings import Settings
 
 
 class WorkerProcess:
@@ -142,6 +145,17 @@ def worker_factory(
     yield make
     for w in started:
         w.stop(signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def started_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
+    """An in-process ``Pipeline`` on ``settings``, started, closed on the way out."""
+    pipeline = Pipeline(settings)
+    await pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        await pipeline.close()
 
 
 async def _create(env: dict[str, str]) -> None:

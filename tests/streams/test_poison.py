@@ -15,7 +15,7 @@ from features.store import FeatureStoreError
 from models.settings import IntentSettings, ModelSettings
 from streams.agents import DEAD_LETTER_MAX_PAYLOAD, Pipeline, Record, _narrowed, _until_applied
 from streams.settings import Settings
-from tests.streams.conftest import produce
+from tests.streams.conftest import produce, started_pipeline
 from tests.streams.test_offer_outcomes_e2e import _read
 from tests.streams.test_pipeline_e2e import T0, _routed, click
 
@@ -60,10 +60,8 @@ async def pipeline(redis_url: str, unique: Any) -> AsyncIterator[Pipeline]:
         intent=IntentSettings(enabled=False),
         models=ModelSettings(sync_every_s=0),
     )
-    p = Pipeline(settings)
-    await p.start()
-    yield p
-    await p.close()
+    async with started_pipeline(settings) as p:
+        yield p
 
 
 async def test_a_record_that_breaks_processing_is_narrowed_down_and_dead_lettered(

@@ -16,6 +16,7 @@ from features.settings import RedisSettings
 from models.settings import DecisionSettings, ModelSettings
 from streams.agents import Pipeline
 from streams.settings import Settings
+from tests.streams.conftest import started_pipeline
 from tests.streams.test_pipeline_e2e import T0, click
 
 
@@ -26,10 +27,8 @@ async def pipeline(redis_url: str, unique: Any, tmp_path: Path) -> AsyncIterator
         decision=DecisionSettings(frequency_cap_minutes=0),
         models=ModelSettings(sync_every_s=0, checkpoint_dir=tmp_path),
     )
-    p = Pipeline(settings)
-    await p.start()
-    yield p
-    await p.close()
+    async with started_pipeline(settings) as p:
+        yield p
 
 
 async def test_a_one_click_batch_takes_three_round_trips(
