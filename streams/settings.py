@@ -115,8 +115,10 @@ class WorkerSettings(BaseModel):
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_enabled: bool = True
     # Events are handled in batches: up to batch_max, or what arrived within batch_wait_ms.
+    # Not 0: Faust's take_events reads 0 as "no time limit" and waits for a full batch, so a
+    # worker at a low rate would never answer.
     batch_max: int = Field(default=500, ge=1)
-    batch_wait_ms: float = Field(default=5.0, ge=0)
+    batch_wait_ms: float = Field(default=5.0, gt=0)
     # Batches whose outputs may still await the broker's acknowledgement while the next batch
     # is handled (their input offsets are committed only once acknowledged); 0 = wait each.
     unacked_batches: int = Field(default=2, ge=0)
