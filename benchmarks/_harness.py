@@ -6,9 +6,10 @@ Every benchmark runs its systems as separate processes on one broker and one Val
 - ``Names`` gives a run fresh topics, a group id and a Redis key prefix;
 - ``start_system(kind, ...)`` starts the system under test as a subprocess: ``streamscore``
   (the real worker, ``streamscore worker``), ``passthrough`` (plain aiokafka consume ->
-  produce, the baseline), ``faust_noop`` and ``faust_record`` (Faust's own ceiling: a no-op
-  agent, and the same agent sending one ``faust.Record`` per event), ``faust_naive`` or
-  ``quix`` (the peers);
+  produce, the baseline), ``faust_noop``, ``faust_record`` and ``faust_bytes`` (Faust's own
+  ceiling: a no-op agent, and the same agent sending one ``faust.Record`` per event, or each
+  event's own bytes through the producer), ``faust_naive`` or ``quix`` (the peers); any of
+  them from another checkout (``code``);
 - ``measure_latency(...)`` drives it: a paced producer stamps every event's produce time and a
   consumer in a separate process stamps each output's arrival and matches it to its trigger
   (``trigger_event_id``, or ``event_id`` for the pass-through). Latency = arrival - produce;
@@ -793,7 +794,11 @@ async def measure_idle(
     }
 
 
-# -- Faust's own ceiling (``python -m benchmarks._harness faust_noop|faust_record``) ------------
+# -- Faust's own ceiling (``python -m benchmarks._harness faust_noop|faust_record|faust_bytes``)
+
+
+# what each reference agent sends per event (``_faust_reference``)
+_REFERENCE_SENDS = {"faust_noop": "none", "faust_record": "record", "faust_bytes": "bytes"}
 
 
 def _faust_reference(send: str) -> None:  # pragma: no cover - runs as a subprocess
@@ -905,8 +910,8 @@ async def _passthrough() -> None:  # pragma: no cover - runs as a subprocess
 if __name__ == "__main__":  # pragma: no cover
     if sys.argv[1:] == ["passthrough"]:
         asyncio.run(_passthrough())
-    elif sys.argv[1:] in (["faust_noop"], ["faust_record"], ["faust_bytes"]):
-        _faust_reference(send={"faust_noop": "none"}.get(sys.argv[1], sys.argv[1][6:]))
+    elif len(sys.argv) == 2 and sys.argv[1] in _REFERENCE_SENDS:
+        _faust_reference(send=_REFERENCE_SENDS[sys.argv[1]])
     else:
         raise SystemExit(
             "usage: python -m benchmarks._harness passthrough|faust_noop|faust_record|faust_bytes"

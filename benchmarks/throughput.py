@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-record-reference",
         dest="record_reference",
         action="store_false",
-        help="skip the Faust agent that sends one Record per event",
+        help="skip the Faust agents that send one Record, or one output as bytes, per event",
     )
     p.add_argument(
         "--compare-with",

@@ -418,12 +418,11 @@ class FeatureStore:
         client: Redis | RedisCluster
         if r.cluster:
             client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
-            hiredis_packing(client)
-            return client
-        client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+        else:
+            client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
+            if r.coalesce:
+                coalesce(client)
         hiredis_packing(client)
-        if r.coalesce:
-            coalesce(client)
         return client
 
     async def _ping_and_load(self, client: Redis | RedisCluster) -> None:

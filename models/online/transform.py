@@ -82,8 +82,10 @@ def model_inputs(features: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-_N_LOG: Final = len(LOG_FEATURES)
-_N_RECENCY: Final = len(RECENCY_FEATURES)
+# the columns of each kind of input, in FEATURE_NAMES order
+_LOG: Final = slice(0, len(LOG_FEATURES))
+_RECENCY: Final = slice(_LOG.stop, _LOG.stop + len(RECENCY_FEATURES))
+_LINEAR: Final = slice(_RECENCY.stop, len(FEATURE_NAMES))
 # (name, value when missing) in FEATURE_NAMES order: NaN becomes 0 below, NEVER_S "never"
 _DEFAULTS: Final = tuple(
     (name, NEVER_S if name in RECENCY_FEATURES else math.nan) for name in FEATURE_NAMES
@@ -98,13 +100,12 @@ def model_inputs_matrix(features: Sequence[Mapping[str, float]]) -> np.ndarray:
     ).reshape(len(features), len(FEATURE_NAMES))  # None becomes NaN
     out = np.zeros_like(raw)
     with np.errstate(invalid="ignore"):
-        counts = raw[:, :_N_LOG]
-        ok = np.isfinite(counts) & (counts > 0.0)
-        np.log1p(counts, out=out[:, :_N_LOG], where=ok)
-        recency = raw[:, _N_LOG : _N_LOG + _N_RECENCY]
+        counts = raw[:, _LOG]
+        np.log1p(counts, out=out[:, _LOG], where=np.isfinite(counts) & (counts > 0.0))
+        recency, into = raw[:, _RECENCY], out[:, _RECENCY]
         ok = np.isfinite(recency) & (recency > 0.0)
-        np.log1p(np.minimum(recency, NEVER_S), out=out[:, _N_LOG : _N_LOG + _N_RECENCY], where=ok)
-        out[:, _N_LOG : _N_LOG + _N_RECENCY][recency == math.inf] = math.log1p(NEVER_S)
-        linear = raw[:, _N_LOG + _N_RECENCY :]
-        np.copyto(out[:, _N_LOG + _N_RECENCY :], linear, where=np.isfinite(linear))
+        np.log1p(np.minimum(recency, NEVER_S), out=into, where=ok)
+        into[recency == math.inf] = math.log1p(NEVER_S)
+        linear = raw[:, _LINEAR]
+        np.copyto(out[:, _LINEAR], linear, where=np.isfinite(linear))
     return out
